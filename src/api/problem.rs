@@ -1,0 +1,116 @@
+//! [`ApiError`] → `application/problem+json` (RFC 9457): the one table of codes and statuses.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use super::views::GrantView;
+use crate::locks::LockError;
+use crate::node::NodeError;
+
+/// Seconds a client should wait before retrying a 503.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+/// Every error the HTTP API returns.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidKey(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{detail}")]
+    LockHeld { detail: String, holder: Box<GrantView> },
+    #[error("{0}")]
+    LockLost(String),
+    #[error("{0}")]
+    LockNotFound(String),
+    #[error("{0}")]
+    NotOwner(String),
+    #[error("{0}")]
+    NoLeader(String),
+    #[error("{0}")]
+    OutcomeUnknown(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The stable `code`, the HTTP status and the title.
+    pub fn parts(&self) -> (&'static str, StatusCode, &'static str) {
+        use ApiError::*;
+        match self {
+            InvalidKey(_) => ("INVALID_KEY", StatusCode::BAD_REQUEST, "Invalid key"),
+            InvalidRequest(_) => ("INVALID_REQUEST", StatusCode::BAD_REQUEST, "Invalid request"),
+            NotFound(_) => ("INVALID_REQUEST", StatusCode::NOT_FOUND, "No such endpoint"),
+            MethodNotAllowed(_) => ("INVALID_REQUEST", StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
+            PayloadTooLarge(_) => ("PAYLOAD_TOO_LARGE", StatusCode::PAYLOAD_TOO_LARGE, "Payload too large"),
+            LockHeld { .. } => ("LOCK_HELD", StatusCode::CONFLICT, "Lock is held"),
+            LockLost(_) => ("LOCK_LOST", StatusCode::CONFLICT, "Lock lost"),
+            LockNotFound(_) => ("LOCK_NOT_FOUND", StatusCode::NOT_FOUND, "Lock not found"),
+            NotOwner(_) => ("NOT_OWNER", StatusCode::FORBIDDEN, "Not the owner"),
+            NoLeader(_) => ("NO_LEADER", StatusCode::SERVICE_UNAVAILABLE, "No leader"),
+            OutcomeUnknown(_) => ("OUTCOME_UNKNOWN", StatusCode::SERVICE_UNAVAILABLE, "Outcome unknown"),
+            Internal(_) => ("INTERNAL", StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),
+        }
+    }
+}
+
+impl From<LockError> for ApiError {
+    fn from(e: LockError) -> ApiError {
+        match e {
+            LockError::Held { ref holder } => ApiError::LockHeld {
+                detail: e.to_string(),
+                holder: Box::new(GrantView::from(holder)),
+            },
+            LockError::Lost { .. } => ApiError::LockLost(e.to_string()),
+            LockError::NotOwner { .. } => ApiError::NotOwner(e.to_string()),
+        }
+    }
+}
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> ApiError {
+        match e {
+            NodeError::NotLeader => ApiError::NoLeader("this node is not the leader; retry".into()),
+            NodeError::NoQuorum(m) => ApiError::NoLeader(m),
+            NodeError::OutcomeUnknown(m) => ApiError::OutcomeUnknown(format!("{m}; the write may or may not have taken effect, retry it")),
+            NodeError::Stopped(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (code, status, title) = self.parts();
+        let mut body = json!({
+            "type": format!("https://baton.dev/errors/{}", code.to_ascii_lowercase().replace('_', "-")),
+            "title": title,
+            "status": status.as_u16(),
+            "code": code,
+            "detail": self.to_string(),
+        });
+        if let ApiError::LockHeld { holder, .. } = &self {
+            body["holder"] = serde_json::to_value(holder.as_ref()).unwrap_or(Value::Null);
+        }
+        match status {
+            StatusCode::INTERNAL_SERVER_ERROR => tracing::error!(code, detail = %self, "request failed"),
+            StatusCode::SERVICE_UNAVAILABLE => tracing::debug!(code, detail = %self, "request unavailable"),
+            _ => tracing::debug!(code, detail = %self, "request refused"),
+        }
+        let mut resp = (status, axum::Json(body)).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        resp
+    }
+}

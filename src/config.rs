@@ -1,0 +1,354 @@
+//! `cluster.toml`: the schema, its defaults, and the `BATON_*` / flag overrides.
+//!
+//! Precedence is defaults < file < `BATON_<SECTION>_<KEY>` environment variables < flags.
+//! The result is resolved once into an immutable [`Config`] and checked by
+//! [`Config::validate`], whose errors name the offending key. The defaults here equal the
+//! commented values in the repository's `cluster.toml`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::NodeId;
+
+/// Environment variables that override the file start with this prefix.
+pub const ENV_PREFIX: &str = "BATON_";
+
+/// Sections whose scalar keys may be overridden from the environment.
+const OVERRIDABLE_SECTIONS: &[&str] = &["raft", "lease", "api"];
+
+/// A configuration that cannot be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema.
+    #[error("invalid config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A value is out of range or inconsistent with another.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// The whole cluster description, as in `cluster.toml`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Every voting member of the cluster.
+    pub nodes: Vec<NodeConfig>,
+    #[serde(default)]
+    pub raft: RaftConfig,
+    #[serde(default)]
+    pub lease: LeaseConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+}
+
+/// One `[[nodes]]` entry.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Raft node id; unique, non-zero.
+    pub id: NodeId,
+    /// `host:port` of the HTTP API (clients and forwarded requests).
+    pub api: String,
+    /// `host:port` of the Raft RPC listener (peers only).
+    pub raft: String,
+    /// Directory of this node's RocksDB and snapshots; relative paths are relative to the
+    /// directory the server is started in.
+    pub data_dir: PathBuf,
+}
+
+/// `[raft]`: timings and log compaction.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftConfig {
+    /// Leader heartbeat period.
+    pub heartbeat_interval_ms: u64,
+    /// A follower that hears no leader for a random time in this range starts an election.
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many log entries since the last one.
+    pub snapshot_after_entries: u64,
+    /// Log entries kept behind a snapshot, so a briefly lagging follower can catch up
+    /// from the log instead of a snapshot.
+    pub keep_entries_after_snapshot: u64,
+    /// How often the leader commits an expiry sweep.
+    pub sweep_interval_ms: u64,
+    /// Shared secret on every Raft RPC; peers without it are refused.
+    pub secret: String,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+            snapshot_after_entries: 20_000,
+            keep_entries_after_snapshot: 1_000,
+            sweep_interval_ms: 250,
+            secret: "baton-local-dev-secret".to_string(),
+        }
+    }
+}
+
+/// `[lease]`: bounds on lock TTLs.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeaseConfig {
+    /// Smallest `ttl_ms` a client may ask for.
+    pub min_ttl_ms: u64,
+    /// Largest `ttl_ms` a client may ask for.
+    pub max_ttl_ms: u64,
+    /// `ttl_ms` of an acquire that names none.
+    pub default_ttl_ms: u64,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        Self {
+            min_ttl_ms: 500,
+            max_ttl_ms: 86_400_000,
+            default_ttl_ms: 30_000,
+        }
+    }
+}
+
+/// `[api]`: HTTP limits.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// A write or linearizable read that takes longer is answered `OUTCOME_UNKNOWN` (writes)
+    /// or `NO_LEADER` (reads).
+    pub request_timeout_ms: u64,
+    /// How long a request without a known leader waits for one before `NO_LEADER`.
+    pub leader_wait_ms: u64,
+    /// Largest `limit` of one list page.
+    pub max_list_limit: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 16 * 1024,
+            request_timeout_ms: 5_000,
+            leader_wait_ms: 2_000,
+            max_list_limit: 1_000,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`, applies `BATON_*` overrides from `env`, and validates.
+    pub fn load(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, env).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses TOML text, applies overrides and validates.
+    pub fn parse(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let parse_err = |message: String| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            message,
+        };
+        let mut doc: toml::Table = text.parse().map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
+        for (name, value) in env {
+            apply_env_override(&mut doc, &name, &value)?;
+        }
+        let config: Config = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and consistency; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.nodes.is_empty() {
+            return bad("nodes: at least one [[nodes]] entry is required".into());
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.id == 0 {
+                return bad(format!("nodes[{i}].id must be non-zero"));
+            }
+            if self.nodes[..i].iter().any(|m| m.id == n.id) {
+                return bad(format!("nodes[{i}].id {} appears twice", n.id));
+            }
+            for (field, addr) in [("api", &n.api), ("raft", &n.raft)] {
+                if addr.parse::<std::net::SocketAddr>().is_err() {
+                    return bad(format!("nodes[{i}].{field} {addr:?} is not an ip:port address"));
+                }
+            }
+        }
+        let r = &self.raft;
+        if r.heartbeat_interval_ms == 0 {
+            return bad("raft.heartbeat_interval_ms must be positive".into());
+        }
+        if r.election_timeout_min_ms <= r.heartbeat_interval_ms {
+            return bad(format!(
+                "raft.election_timeout_min_ms {} must exceed raft.heartbeat_interval_ms {}",
+                r.election_timeout_min_ms, r.heartbeat_interval_ms
+            ));
+        }
+        if r.election_timeout_max_ms <= r.election_timeout_min_ms {
+            return bad(format!(
+                "raft.election_timeout_max_ms {} must exceed raft.election_timeout_min_ms {}",
+                r.election_timeout_max_ms, r.election_timeout_min_ms
+            ));
+        }
+        if r.snapshot_after_entries == 0 {
+            return bad("raft.snapshot_after_entries must be positive".into());
+        }
+        if r.sweep_interval_ms == 0 {
+            return bad("raft.sweep_interval_ms must be positive".into());
+        }
+        if r.secret.is_empty() {
+            return bad("raft.secret must not be empty".into());
+        }
+        let l = &self.lease;
+        if l.min_ttl_ms == 0 || l.min_ttl_ms > l.max_ttl_ms {
+            return bad(format!(
+                "lease.min_ttl_ms {} must be positive and at most lease.max_ttl_ms {}",
+                l.min_ttl_ms, l.max_ttl_ms
+            ));
+        }
+        if !(l.min_ttl_ms..=l.max_ttl_ms).contains(&l.default_ttl_ms) {
+            return bad(format!(
+                "lease.default_ttl_ms {} is outside [{}, {}]",
+                l.default_ttl_ms, l.min_ttl_ms, l.max_ttl_ms
+            ));
+        }
+        let a = &self.api;
+        if a.max_body_bytes < 256 || a.request_timeout_ms == 0 || a.max_list_limit == 0 {
+            return bad("api.max_body_bytes must be at least 256, api.request_timeout_ms and api.max_list_limit positive".into());
+        }
+        Ok(())
+    }
+
+    /// The `[[nodes]]` entry of `id`.
+    pub fn node(&self, id: NodeId) -> Result<&NodeConfig, ConfigError> {
+        self.nodes.iter().find(|n| n.id == id).ok_or_else(|| {
+            ConfigError::Invalid(format!("node {id} is not in [[nodes]]"))
+        })
+    }
+
+    /// `[raft]` timings as `Duration`s.
+    pub fn sweep_interval(&self) -> Duration {
+        Duration::from_millis(self.raft.sweep_interval_ms)
+    }
+}
+
+/// Applies one `BATON_<SECTION>_<KEY>=value` variable; other variables are ignored.
+/// The value is read as a TOML value when it parses as one (`250`, `true`), else as a string.
+fn apply_env_override(doc: &mut toml::Table, name: &str, value: &str) -> Result<(), ConfigError> {
+    let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+        return Ok(());
+    };
+    let rest = rest.to_ascii_lowercase();
+    let Some(section) = OVERRIDABLE_SECTIONS
+        .iter()
+        .find(|s| rest.starts_with(&format!("{s}_")))
+    else {
+        return Ok(());
+    };
+    let key = &rest[section.len() + 1..];
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let table = doc
+        .entry(section.to_string())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    match table {
+        toml::Value::Table(t) => {
+            t.insert(key.to_string(), parsed);
+            Ok(())
+        }
+        _ => Err(ConfigError::Invalid(format!("{section} must be a table"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const THREE: &str = r#"
+[[nodes]]
+id = 1
+api = "127.0.0.1:7001"
+raft = "127.0.0.1:7101"
+data_dir = "d1"
+[[nodes]]
+id = 2
+api = "127.0.0.1:7002"
+raft = "127.0.0.1:7102"
+data_dir = "d2"
+"#;
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn defaults_fill_missing_sections() {
+        let c = Config::parse(THREE, no_env()).unwrap();
+        assert_eq!(c.raft, RaftConfig::default());
+        assert_eq!(c.lease, LeaseConfig::default());
+        assert_eq!(c.node(2).unwrap().api, "127.0.0.1:7002");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let env = vec![
+            ("BATON_RAFT_SWEEP_INTERVAL_MS".to_string(), "100".to_string()),
+            ("BATON_RAFT_SECRET".to_string(), "s3cret".to_string()),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ];
+        let c = Config::parse(THREE, env).unwrap();
+        assert_eq!(c.raft.sweep_interval_ms, 100);
+        assert_eq!(c.raft.secret, "s3cret");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        let text = format!("{THREE}\n[lease]\nmax_tll_ms = 5\n");
+        let err = Config::parse(&text, no_env()).unwrap_err().to_string();
+        assert!(err.contains("max_tll_ms"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let text = format!("{THREE}\n[lease]\nmin_ttl_ms = 0\n");
+        let err = Config::parse(&text, no_env()).unwrap_err().to_string();
+        assert!(err.contains("lease.min_ttl_ms"), "{err}");
+        let text = THREE.replace("id = 2", "id = 1");
+        let err = Config::parse(&text, no_env()).unwrap_err().to_string();
+        assert!(err.contains("appears twice"), "{err}");
+    }
+}

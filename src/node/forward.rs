@@ -1,0 +1,124 @@
+//! Follower → leader relay of client requests.
+//!
+//! A follower that receives a write or a linearizable read sends the same request (method,
+//! path and query, content type, body) to the leader's API address and relays the answer
+//! unchanged. Rules, after the forwarding bugs Jepsen found in other Raft stores:
+//! - **One hop.** A relayed request carries [`FORWARDED_BY_HEADER`]; a node that gets such
+//!   a request and is not the leader answers `NO_LEADER` instead of relaying it again, so
+//!   requests never bounce between nodes during an election.
+//! - **No retries here.** If the leader cannot be reached before the request was sent, the
+//!   answer is `NO_LEADER`; if it was sent and no answer came, `OUTCOME_UNKNOWN` for writes
+//!   (it may have committed) — never a failure. Clients retry; every write is idempotent.
+//! - **Bounded.** The relay has the API request timeout; waiting for an unknown leader is
+//!   bounded by `api.leader_wait_ms`.
+//!
+//! # Caveats
+//! The relay buffers the (size-limited) body; streaming is not needed for lock requests.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+
+use crate::NodeId;
+
+/// Set on a relayed request to the id of the node that relayed it.
+pub const FORWARDED_BY_HEADER: &str = "x-baton-forwarded-by";
+/// Request id that travels with a relayed request, for log correlation.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Why a relay produced no answer from the leader.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// The request did not reach the leader; nothing happened there.
+    #[error("leader {leader} unreachable: {reason}")]
+    Unreachable { leader: NodeId, reason: String },
+    /// The request was sent but no answer came back; it may have taken effect.
+    #[error("no answer from leader {leader}: {reason}")]
+    NoAnswer { leader: NodeId, reason: String },
+}
+
+/// The leader's answer, to be passed back to the client as is.
+#[derive(Debug)]
+pub struct Relayed {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Relays requests to the leader over pooled keep-alive connections.
+#[derive(Clone)]
+pub struct Forwarder {
+    http: reqwest::Client,
+    node_id: NodeId,
+    timeout: Duration,
+}
+
+impl Forwarder {
+    /// A forwarder for node `node_id` whose relays give up after `timeout`.
+    pub fn new(node_id: NodeId, timeout: Duration) -> Result<Forwarder, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Forwarder { http, node_id, timeout })
+    }
+
+    /// Sends the request to the leader at `leader_api` and returns its answer.
+    pub async fn relay(
+        &self,
+        leader: NodeId,
+        leader_api: &str,
+        method: Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Relayed, ForwardError> {
+        let mut req = self
+            .http
+            .request(method, format!("http://{leader_api}{path_and_query}"))
+            .timeout(self.timeout)
+            .header(FORWARDED_BY_HEADER, self.node_id.to_string())
+            .body(body);
+        for name in [CONTENT_TYPE.as_str(), REQUEST_ID_HEADER, "authorization", "x-api-key"] {
+            if let Some(v) = headers.get(name) {
+                req = req.header(name, v.clone());
+            }
+        }
+        let resp = req.send().await.map_err(|e| {
+            if e.is_connect() {
+                ForwardError::Unreachable {
+                    leader,
+                    reason: e.to_string(),
+                }
+            } else {
+                ForwardError::NoAnswer {
+                    leader,
+                    reason: e.to_string(),
+                }
+            }
+        })?;
+        let status = resp.status();
+        let mut out = HeaderMap::new();
+        for name in [CONTENT_TYPE, RETRY_AFTER] {
+            if let Some(v) = resp.headers().get(&name) {
+                out.insert(name, v.clone());
+            }
+        }
+        out.insert(
+            HeaderName::from_static("x-baton-served-by"),
+            HeaderValue::from(leader),
+        );
+        let body = resp.bytes().await.map_err(|e| ForwardError::NoAnswer {
+            leader,
+            reason: e.to_string(),
+        })?;
+        Ok(Relayed {
+            status,
+            headers: out,
+            body,
+        })
+    }
+}

@@ -1,0 +1,193 @@
+//! Leader duties and cluster self-initialisation.
+//!
+//! When this node becomes the committed leader (openraft's `on_leader_change`, which
+//! alternates start/stop), it spawns [`lead`]:
+//! 1. wait until everything committed before this term is applied (a read-index round),
+//!    so the table's clock holds the highest `now_ms` ever applied;
+//! 2. anchor the [`super::ClusterClock`] at `max(wall clock, that now_ms)`;
+//! 3. commit one `RefreshLeases` entry (leases may lengthen on failover, never shorten),
+//!    then mark the clock ready for client writes;
+//! 4. every sweep interval, commit a `Sweep` when some lease has run out.
+//!
+//! Every proposal is conditional on this leadership, so a deposed leader's entries never
+//! commit. When leadership ends the task is aborted and the clock cleared.
+
+use std::time::{Duration, Instant};
+
+use openraft::vote::RaftLeaderId;
+use openraft::ReadPolicy;
+
+use super::clock::wall_clock_ms;
+use super::{Node, NodeError};
+use crate::locks::Command;
+use crate::raft::network::peer_initialized;
+use crate::raft::state_machine::with_table;
+use crate::raft::typ::CommittedLeaderId;
+use crate::raft::NodeAddr;
+
+/// Pause between attempts of a duty step that failed transiently.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// How often a fresh node checks whether all peers are fresh too.
+const INIT_POLL: Duration = Duration::from_millis(300);
+
+/// The running duty task of one leadership.
+pub(crate) struct Duties {
+    leader: CommittedLeaderId,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Registers the start/stop callbacks for leadership changes.
+pub(crate) fn watch_leadership(node: &Node) {
+    let start_node = node.clone();
+    let stop_node = node.clone();
+    let handle = node.inner().raft.on_leader_change(
+        move |leader_id| {
+            let node = start_node.clone();
+            async move {
+                let leader = leader_id.to_committed();
+                tracing::info!(node_id = node.id(), leader = %leader, "became leader");
+                let task = tokio::spawn(lead(node.clone(), leader.clone()));
+                let old = node.inner().leader_duties.lock().unwrap_or_else(|p| p.into_inner()).replace(Duties { leader, task });
+                if let Some(old) = old {
+                    old.task.abort();
+                }
+            }
+        },
+        move |leader_id| {
+            let node = stop_node.clone();
+            async move {
+                tracing::info!(node_id = node.id(), leader = %leader_id.to_committed(), "stopped leading");
+                stop_duties(&node);
+            }
+        },
+    );
+    *node.inner().watch.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+}
+
+/// Aborts the duty task, if any, and clears the clock.
+pub(crate) fn stop_duties(node: &Node) {
+    let duties = node.inner().leader_duties.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(d) = duties {
+        d.task.abort();
+        node.inner().clock.clear(&d.leader);
+    }
+}
+
+async fn lead(node: Node, leader: CommittedLeaderId) {
+    let inner = node.inner();
+    // 1. Apply everything committed before this term.
+    loop {
+        match inner.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            Ok(_) => break,
+            Err(e) => {
+                if inner.raft.as_leader().is_err() {
+                    return;
+                }
+                tracing::debug!(error = %e, "waiting to confirm leadership");
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        }
+    }
+    // 2. Anchor cluster time.
+    let applied_ms = with_table(&inner.table, |t| t.now_ms());
+    let wall_ms = wall_clock_ms();
+    let base = inner.clock.anchor(leader.clone(), wall_ms, applied_ms, Instant::now());
+    tracing::info!(wall_ms, applied_ms, cluster_time_ms = base, "cluster clock anchored");
+    // 3. Refresh every live lease, then open for client writes.
+    loop {
+        let Some(now_ms) = inner.clock.now_ms_for(&leader, Instant::now()) else {
+            return;
+        };
+        match node.propose(leader.clone(), Command::refresh_leases(now_ms)).await {
+            Ok(reply) => {
+                tracing::info!(?reply, "leases refreshed");
+                break;
+            }
+            Err(NodeError::NotLeader) | Err(NodeError::Stopped(_)) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "lease refresh failed; retrying");
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        }
+    }
+    inner.clock.set_ready(&leader);
+    // 4. Periodic expiry sweep.
+    let mut ticker = tokio::time::interval(node.config().sweep_interval());
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(now_ms) = inner.clock.now_ms_for(&leader, Instant::now()) else {
+            return;
+        };
+        let due = with_table(&inner.table, |t| t.next_expiry_ms().is_some_and(|e| e <= now_ms));
+        if !due {
+            continue;
+        }
+        match node.propose(leader.clone(), Command::sweep(now_ms)).await {
+            Ok(reply) => tracing::debug!(?reply, "swept"),
+            Err(NodeError::NotLeader) | Err(NodeError::Stopped(_)) => return,
+            Err(e) => tracing::warn!(error = %e, "sweep failed; will retry"),
+        }
+    }
+}
+
+/// Initialises the cluster from `cluster.toml` when this is the lowest-id node and every
+/// node in the file is fresh (never initialised). A node with data, or a fresh node
+/// joining a cluster that has data, never initialises: it is brought up to date by the
+/// leader instead.
+pub(crate) async fn initialize_when_all_fresh(node: Node) {
+    let inner = node.inner();
+    let config = node.config().clone();
+    let lowest = config.nodes.iter().map(|n| n.id).min();
+    if lowest != Some(node.id()) {
+        return;
+    }
+    let http = match reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(1)).build() {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build http client; not initialising");
+            return;
+        }
+    };
+    loop {
+        match inner.raft.is_initialized().await {
+            Ok(false) => {}
+            Ok(true) | Err(_) => return,
+        }
+        let mut all_fresh = true;
+        for peer in config.nodes.iter().filter(|n| n.id != node.id()) {
+            match peer_initialized(&http, &peer.raft, &config.raft.secret).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    tracing::info!(peer = peer.id, "peer has data; joining instead of initialising");
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(peer = peer.id, error = %e, "peer not reachable yet");
+                    all_fresh = false;
+                }
+            }
+        }
+        if all_fresh {
+            let members = config
+                .nodes
+                .iter()
+                .map(|n| {
+                    (
+                        n.id,
+                        NodeAddr {
+                            raft: n.raft.clone(),
+                            api: n.api.clone(),
+                        },
+                    )
+                })
+                .collect::<std::collections::BTreeMap<_, _>>();
+            match inner.raft.initialize(members).await {
+                Ok(()) => tracing::info!(nodes = config.nodes.len(), "cluster initialised"),
+                Err(e) => tracing::warn!(error = %e, "initialise refused"),
+            }
+            return;
+        }
+        tokio::time::sleep(INIT_POLL).await;
+    }
+}

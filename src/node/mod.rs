@@ -1,0 +1,390 @@
+//! One running Baton node: owns the Raft instance, the database, the cluster clock and the
+//! background tasks (leader duties, fail-stop watch, self-initialisation).
+//!
+//! The API layer talks to a node through three calls: [`Node::write`] (propose a command
+//! stamped with cluster time and wait for its applied reply), [`Node::read`] (query the
+//! lock table, linearizable by read-index or local), and [`Node::status`].
+
+pub mod clock;
+pub mod forward;
+pub mod leader;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::impls::ProgressResponder;
+use openraft::{ReadPolicy, ServerState};
+use serde::Serialize;
+
+use crate::config::{Config, ConfigError};
+use crate::locks::{Command, LockTable, Reply};
+use crate::raft::log_store::LogStore;
+use crate::raft::network::NetworkFactory;
+use crate::raft::state_machine::{with_table, SharedTable, StateMachine};
+use crate::raft::store::{open_db, StoreError};
+use crate::raft::typ::{self, CommittedLeaderId};
+use crate::raft::NodeAddr;
+use crate::NodeId;
+use clock::ClusterClock;
+
+/// How often waiting loops re-check leadership and readiness.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// A node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("raft config: {0}")]
+    RaftConfig(#[from] openraft::ConfigError),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("http client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// Why a write or linearizable read did not produce an answer here.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NodeError {
+    /// This node is not the leader (or its leadership is not yet ready); nothing was proposed.
+    #[error("this node is not the leader")]
+    NotLeader,
+    /// The leader cannot reach a quorum to confirm a read.
+    #[error("no quorum: {0}")]
+    NoQuorum(String),
+    /// The command was proposed but its outcome is unknown (timeout, discarded entry).
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
+    /// Raft has stopped on this node.
+    #[error("raft stopped: {0}")]
+    Stopped(String),
+}
+
+/// Read consistency requested by a client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    /// Confirm leadership with a quorum (read-index) and read at the leader's cluster time.
+    Linearizable,
+    /// Read this node's replica as applied, at its last applied cluster time.
+    Local,
+}
+
+/// The leader as this node knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderContact {
+    pub id: NodeId,
+    /// `host:port` of the leader's HTTP API.
+    pub api: String,
+}
+
+/// A snapshot of this node's Raft view, for `/v1/cluster` and readiness.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterStatus {
+    pub node_id: NodeId,
+    pub state: String,
+    pub leader_id: Option<NodeId>,
+    pub term: u64,
+    pub members: Vec<MemberStatus>,
+    pub last_log_index: Option<u64>,
+    pub committed_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+    /// Highest cluster time applied on this node.
+    pub applied_cluster_time_ms: u64,
+    pub locks_stored: usize,
+}
+
+/// One voter or learner in the membership.
+#[derive(Clone, Debug, Serialize)]
+pub struct MemberStatus {
+    pub id: NodeId,
+    pub api: String,
+    pub raft: String,
+    pub voter: bool,
+}
+
+/// A running node; cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    id: NodeId,
+    config: Arc<Config>,
+    raft: typ::Raft,
+    table: SharedTable,
+    clock: ClusterClock,
+    leader_duties: Mutex<Option<leader::Duties>>,
+    watch: Mutex<Option<openraft::raft::WatchChangeHandle<crate::raft::TypeConfig>>>,
+}
+
+impl Node {
+    /// Opens storage, starts Raft and the background tasks of node `id`.
+    pub async fn start(config: Arc<Config>, id: NodeId) -> Result<Node, StartError> {
+        let me = config.node(id)?.clone();
+        let db = open_db(&me.data_dir.join("db"))?;
+        let log_store = LogStore::open(db.clone())?;
+        let state_machine = StateMachine::open(db, me.data_dir.join("snapshots"))?;
+        let table = state_machine.table();
+        let r = &config.raft;
+        let raft_config = openraft::Config {
+            cluster_name: "baton".to_string(),
+            heartbeat_interval: r.heartbeat_interval_ms,
+            election_timeout_min: r.election_timeout_min_ms,
+            election_timeout_max: r.election_timeout_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(r.snapshot_after_entries),
+            max_in_snapshot_log_to_keep: r.keep_entries_after_snapshot,
+            install_snapshot_timeout: 60_000,
+            send_snapshot_timeout: 60_000,
+            enable_pre_vote: Some(true),
+            ..Default::default()
+        }
+        .validate()?;
+        let network = NetworkFactory::new(r.secret.clone())?;
+        let raft = typ::Raft::new(id, Arc::new(raft_config), network, log_store, state_machine)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let node = Node {
+            inner: Arc::new(Inner {
+                id,
+                config,
+                raft,
+                table,
+                clock: ClusterClock::default(),
+                leader_duties: Mutex::new(None),
+                watch: Mutex::new(None),
+            }),
+        };
+        leader::watch_leadership(&node);
+        tokio::spawn(leader::initialize_when_all_fresh(node.clone()));
+        Ok(node)
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// The resolved configuration.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.inner.config
+    }
+
+    /// The Raft handle (for the Raft RPC endpoints).
+    pub fn raft(&self) -> &typ::Raft {
+        &self.inner.raft
+    }
+
+    /// True while this node is the committed leader.
+    pub fn is_leader(&self) -> bool {
+        self.inner.raft.as_leader().is_ok()
+    }
+
+    /// The leader this node currently knows, with its API address.
+    pub fn leader(&self) -> Option<LeaderContact> {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        let id = metrics.current_leader?;
+        let node = metrics.membership_config.membership().get_node(&id)?;
+        Some(LeaderContact {
+            id,
+            api: node.api.clone(),
+        })
+    }
+
+    /// Waits up to `timeout` for a known leader.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<LeaderContact> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.leader() {
+                return Some(l);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Proposes the command `make(now_ms)` stamped with the leader's cluster time, and
+    /// returns the state machine's reply once it is committed and applied.
+    pub async fn write(&self, make: impl FnOnce(u64) -> Command) -> Result<Reply, NodeError> {
+        let (leader, now_ms) = self.ready_leadership().await?;
+        self.propose(leader, make(now_ms)).await
+    }
+
+    /// Proposes `cmd` on condition that `leader` still leads when it is appended, so a
+    /// deposed leader's time-stamped command cannot commit.
+    pub(crate) async fn propose(&self, leader: CommittedLeaderId, cmd: Command) -> Result<Reply, NodeError> {
+        let (responder, rx) = ProgressResponder::complete_only();
+        let started = Instant::now();
+        self.inner
+            .raft
+            .write(cmd)
+            .with_leader(leader)
+            .responder(responder)
+            .await
+            .map_err(|e| NodeError::Stopped(e.to_string()))?;
+        let timeout = Duration::from_millis(self.inner.config.api.request_timeout_ms);
+        let result = match tokio::time::timeout(timeout, rx).await {
+            Err(_) => return Err(NodeError::OutcomeUnknown(format!("no answer within {timeout:?}"))),
+            Ok(Err(_)) => return Err(NodeError::OutcomeUnknown("raft dropped the proposal".into())),
+            Ok(Ok(result)) => result,
+        };
+        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "proposal done");
+        match result {
+            Ok(resp) => Ok(resp.data),
+            Err(typ::ClientWriteError::ForwardToLeader(_)) => Err(NodeError::NotLeader),
+            Err(typ::ClientWriteError::LogEntryDiscarded(_)) => Err(NodeError::OutcomeUnknown(
+                "entry discarded on leader change; it may or may not commit".into(),
+            )),
+            Err(other) => Err(NodeError::OutcomeUnknown(other.to_string())),
+        }
+    }
+
+    /// Waits (bounded) until this node leads with a ready clock; returns the leadership
+    /// and the current cluster time.
+    async fn ready_leadership(&self) -> Result<(CommittedLeaderId, u64), NodeError> {
+        let deadline = Instant::now() + Duration::from_millis(self.inner.config.api.leader_wait_ms);
+        loop {
+            let leader = self
+                .inner
+                .raft
+                .as_leader()
+                .map_err(|_| NodeError::NotLeader)?
+                .to_committed_leader_id();
+            if let Some(now_ms) = self.inner.clock.ready_now_ms(&leader, Instant::now()) {
+                return Ok((leader, now_ms));
+            }
+            if Instant::now() >= deadline {
+                return Err(NodeError::NotLeader);
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Runs `query` on the lock table at the right cluster time for `consistency`.
+    pub async fn read<T>(
+        &self,
+        consistency: Consistency,
+        query: impl FnOnce(&LockTable, u64) -> T,
+    ) -> Result<T, NodeError> {
+        match consistency {
+            Consistency::Local => Ok(with_table(&self.inner.table, |t| query(t, t.now_ms()))),
+            Consistency::Linearizable => {
+                let (leader, _) = self.ready_leadership().await?;
+                let timeout = Duration::from_millis(self.inner.config.api.request_timeout_ms);
+                let confirmed = tokio::time::timeout(timeout, self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex))
+                    .await
+                    .map_err(|_| NodeError::NoQuorum(format!("leadership not confirmed within {timeout:?}")))?;
+                match confirmed {
+                    Ok(_) => {}
+                    Err(typ::RaftError::APIError(openraft::errors::LinearizableReadError::ForwardToLeader(_))) => {
+                        return Err(NodeError::NotLeader)
+                    }
+                    Err(typ::RaftError::APIError(e)) => return Err(NodeError::NoQuorum(e.to_string())),
+                    Err(typ::RaftError::Fatal(e)) => return Err(NodeError::Stopped(e.to_string())),
+                }
+                let now_ms = self
+                    .inner
+                    .clock
+                    .ready_now_ms(&leader, Instant::now())
+                    .ok_or(NodeError::NotLeader)?;
+                Ok(with_table(&self.inner.table, |t| query(t, now_ms.max(t.now_ms()))))
+            }
+        }
+    }
+
+    /// This node's view of the cluster.
+    pub fn status(&self) -> ClusterStatus {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        let nodes: BTreeMap<NodeId, NodeAddr> = membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
+        let members = nodes
+            .into_iter()
+            .map(|(id, n)| MemberStatus {
+                id,
+                api: n.api,
+                raft: n.raft,
+                voter: voters.contains(&id),
+            })
+            .collect();
+        let (now_ms, stored) = with_table(&self.inner.table, |t| (t.now_ms(), t.len()));
+        ClusterStatus {
+            node_id: self.inner.id,
+            state: server_state_name(m.state).to_string(),
+            leader_id: m.current_leader,
+            term: m.current_term,
+            members,
+            last_log_index: m.last_log_index,
+            committed_index: m.committed.as_ref().map(|l| l.index),
+            applied_index: m.last_applied.as_ref().map(|l| l.index),
+            snapshot_index: m.snapshot.as_ref().map(|l| l.index),
+            purged_index: m.purged.as_ref().map(|l| l.index),
+            applied_cluster_time_ms: now_ms,
+            locks_stored: stored,
+        }
+    }
+
+    /// Ready to serve: Raft runs, a leader is known, and this node has applied everything
+    /// it knows to be committed. Returns the reason when not ready.
+    pub fn readiness(&self) -> Result<(), String> {
+        let m = self.inner.raft.metrics().borrow().clone();
+        if let Err(e) = &m.running_state {
+            return Err(format!("raft stopped: {e}"));
+        }
+        if m.current_leader.is_none() {
+            return Err("no known leader".into());
+        }
+        let committed = m.committed.as_ref().map(|l| l.index);
+        let applied = m.last_applied.as_ref().map(|l| l.index);
+        if applied < committed {
+            return Err(format!("applying: applied {applied:?} < committed {committed:?}"));
+        }
+        Ok(())
+    }
+
+    /// Resolves when Raft has stopped on this node because of an error (fail-stop).
+    pub async fn stopped_with_error(&self) -> String {
+        let mut rx = self.inner.raft.metrics();
+        loop {
+            if let Err(e) = &rx.borrow().running_state {
+                return e.to_string();
+            }
+            if rx.changed().await.is_err() {
+                return "raft metrics channel closed".into();
+            }
+        }
+    }
+
+    /// Stops leader duties and Raft. Idempotent.
+    pub async fn shutdown(&self) {
+        let watch = self.inner.watch.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut w) = watch {
+            w.close().await;
+        }
+        leader::stop_duties(self);
+        if let Err(e) = self.inner.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}
+
+fn server_state_name(s: ServerState) -> &'static str {
+    match s {
+        ServerState::Learner => "learner",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Leader => "leader",
+        ServerState::Shutdown => "shutdown",
+    }
+}

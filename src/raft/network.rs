@@ -1,0 +1,180 @@
+//! Raft RPCs between nodes over HTTP: the client side ([`Network`]).
+//!
+//! Each RPC is one `POST http://<peer raft addr>/raft/<rpc>` whose body is the postcard
+//! encoding of the openraft request and whose `200` answer is the postcard encoding of
+//! the response. Every request carries the cluster secret in [`SECRET_HEADER`]; the
+//! receiving side (`api::raft_rpc`) refuses requests without it. Connections are pooled
+//! and kept alive by one shared `reqwest::Client` per node.
+//!
+//! Error mapping: a refused connection is `Unreachable` (openraft backs off); any other
+//! transport failure, a timeout or a non-200 answer is a `NetworkError` or `Unreachable`.
+//! A peer that answers with an error is treated as unreachable: it is shutting down.
+
+use std::future::Future;
+use std::time::Duration;
+
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::OptionalSend;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::typ::{
+    AppendEntriesRequest, AppendEntriesResponse, Snapshot, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, Vote, VoteRequest, VoteResponse,
+};
+use super::{NodeAddr, TypeConfig};
+use crate::codec;
+
+/// Header that carries the cluster secret on Raft RPCs.
+pub const SECRET_HEADER: &str = "x-baton-secret";
+
+/// RPC paths, shared with the server side.
+pub mod path {
+    pub const APPEND: &str = "/raft/append";
+    pub const VOTE: &str = "/raft/vote";
+    pub const PRE_VOTE: &str = "/raft/pre-vote";
+    pub const SNAPSHOT: &str = "/raft/snapshot";
+    pub const TRANSFER_LEADER: &str = "/raft/transfer-leader";
+}
+
+/// Makes one [`Network`] per peer, all sharing one connection pool.
+#[derive(Clone)]
+pub struct NetworkFactory {
+    http: reqwest::Client,
+    secret: String,
+}
+
+impl NetworkFactory {
+    /// A factory whose clients send `secret` with every RPC.
+    pub fn new(secret: String) -> Result<NetworkFactory, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_millis(500))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(NetworkFactory { http, secret })
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = Network;
+
+    async fn new_client(&mut self, target: u64, node: &NodeAddr) -> Network {
+        Network {
+            target,
+            base: format!("http://{}", node.raft),
+            http: self.http.clone(),
+            secret: self.secret.clone(),
+        }
+    }
+}
+
+/// The RPC client for one peer.
+pub struct Network {
+    target: u64,
+    base: String,
+    http: reqwest::Client,
+    secret: String,
+}
+
+impl Network {
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RPCError<TypeConfig>> {
+        let body = codec::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header(SECRET_HEADER, &self.secret)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                } else {
+                    RPCError::Network(NetworkError::new(&e))
+                }
+            })?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(RPCError::Unreachable(Unreachable::from_string(format!(
+                "node {} answered {status}: {text}",
+                self.target
+            ))));
+        }
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        codec::decode(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for Network {
+    type SnapshotData = std::io::Cursor<Vec<u8>>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse, RPCError<TypeConfig>> {
+        self.call(path::APPEND, &rpc, option.soft_ttl()).await
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest, option: RPCOption) -> Result<VoteResponse, RPCError<TypeConfig>> {
+        self.call(path::VOTE, &rpc, option.soft_ttl()).await
+    }
+
+    async fn pre_vote(&mut self, rpc: VoteRequest, option: RPCOption) -> Result<VoteResponse, RPCError<TypeConfig>> {
+        self.call(path::PRE_VOTE, &rpc, option.soft_ttl()).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse, StreamingError<TypeConfig>> {
+        let req = (vote, snapshot.meta, snapshot.snapshot.into_inner());
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            res = self.call(path::SNAPSHOT, &req, option.soft_ttl()) => Ok(res?),
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse, RPCError<TypeConfig>> {
+        self.call(path::TRANSFER_LEADER, &req, option.soft_ttl()).await
+    }
+}
+
+/// Path of the "have you been initialised?" probe used before self-initialisation.
+pub const INITIALIZED_PATH: &str = "/raft/initialized";
+
+/// Asks the peer at `raft_addr` whether its Raft has been initialised.
+pub async fn peer_initialized(http: &reqwest::Client, raft_addr: &str, secret: &str) -> Result<bool, String> {
+    let resp = http
+        .get(format!("http://{raft_addr}{INITIALIZED_PATH}"))
+        .header(SECRET_HEADER, secret)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("answered {}", resp.status()));
+    }
+    let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+    codec::decode(&bytes).map_err(|e| e.to_string())
+}

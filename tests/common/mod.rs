@@ -1,0 +1,282 @@
+//! `TestCluster`: real `baton server` processes on free loopback ports with temp dirs.
+//!
+//! Every wait polls with a deadline (no fixed sleeps); children are killed on drop.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+/// How long tests wait for a cluster to become ready or a leader to appear.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Options of a test cluster.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub nodes: u64,
+    pub snapshot_after_entries: u64,
+    pub keep_entries_after_snapshot: u64,
+    pub sweep_interval_ms: u64,
+    pub min_ttl_ms: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            nodes: 3,
+            snapshot_after_entries: 20_000,
+            keep_entries_after_snapshot: 1_000,
+            sweep_interval_ms: 100,
+            min_ttl_ms: 100,
+        }
+    }
+}
+
+pub struct TestNode {
+    pub id: u64,
+    pub api: String,
+    pub raft: String,
+    pub data_dir: PathBuf,
+    pub child: Option<Child>,
+}
+
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub nodes: BTreeMap<u64, TestNode>,
+    pub http: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl TestCluster {
+    /// Starts a cluster with default options and waits until it is ready.
+    pub async fn start() -> TestCluster {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(opts: Options) -> TestCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut nodes = BTreeMap::new();
+        let mut toml = String::new();
+        for id in 1..=opts.nodes {
+            let node = TestNode {
+                id,
+                api: format!("127.0.0.1:{}", free_port()),
+                raft: format!("127.0.0.1:{}", free_port()),
+                data_dir: dir.path().join(format!("n{id}")),
+                child: None,
+            };
+            toml.push_str(&format!(
+                "[[nodes]]\nid = {id}\napi = \"{}\"\nraft = \"{}\"\ndata_dir = \"{}\"\n\n",
+                node.api,
+                node.raft,
+                node.data_dir.display()
+            ));
+            nodes.insert(id, node);
+        }
+        toml.push_str(&format!(
+            "[raft]\nheartbeat_interval_ms = 50\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\n\
+             snapshot_after_entries = {}\nkeep_entries_after_snapshot = {}\nsweep_interval_ms = {}\nsecret = \"test-secret\"\n\n\
+             [lease]\nmin_ttl_ms = {}\nmax_ttl_ms = 600000\ndefault_ttl_ms = 30000\n\n[api]\nrequest_timeout_ms = 5000\nleader_wait_ms = 3000\n",
+            opts.snapshot_after_entries, opts.keep_entries_after_snapshot, opts.sweep_interval_ms, opts.min_ttl_ms
+        ));
+        let config_path = dir.path().join("cluster.toml");
+        std::fs::write(&config_path, toml).expect("write config");
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("http client");
+        let mut cluster = TestCluster {
+            dir,
+            config_path,
+            nodes,
+            http,
+        };
+        let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+        for id in ids {
+            cluster.spawn(id);
+        }
+        cluster.wait_ready(READY_TIMEOUT).await;
+        cluster
+    }
+
+    fn log_path(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("n{id}.log"))
+    }
+
+    /// Starts node `id` (it must not be running).
+    pub fn spawn(&mut self, id: u64) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(id))
+            .expect("open node log");
+        let child = Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args(["server", "--config"])
+            .arg(&self.config_path)
+            .args(["--node", &id.to_string()])
+            .env("RUST_LOG", "baton=info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn baton server");
+        self.nodes.get_mut(&id).expect("known node").child = Some(child);
+    }
+
+    /// `kill -9` node `id` and reap it.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut child) = self.nodes.get_mut(&id).and_then(|n| n.child.take()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM node `id` and wait for it to exit; returns its exit status code.
+    pub fn terminate(&mut self, id: u64) -> Option<i32> {
+        let mut child = self.nodes.get_mut(&id).and_then(|n| n.child.take())?;
+        let pid = child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        child.wait().ok().and_then(|s| s.code())
+    }
+
+    pub fn is_running(&self, id: u64) -> bool {
+        self.nodes[&id].child.is_some()
+    }
+
+    pub fn running_ids(&self) -> Vec<u64> {
+        self.nodes.keys().copied().filter(|id| self.is_running(*id)).collect()
+    }
+
+    pub fn api(&self, id: u64) -> &str {
+        &self.nodes[&id].api
+    }
+
+    pub fn data_dir(&self, id: u64) -> &Path {
+        &self.nodes[&id].data_dir
+    }
+
+    /// The node's log, for assertion messages.
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.log_path(id)).unwrap_or_default()
+    }
+
+    /// Waits until every running node answers `/readyz` with 200.
+    pub async fn wait_ready(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        for id in self.running_ids() {
+            loop {
+                let url = format!("http://{}/readyz", self.api(id));
+                if let Ok(r) = self.http.get(&url).send().await {
+                    if r.status() == StatusCode::OK {
+                        break;
+                    }
+                }
+                assert!(Instant::now() < deadline, "node {id} not ready in {timeout:?}; log:\n{}", self.log(id));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    pub async fn cluster_view(&self, id: u64) -> Option<Value> {
+        let r = self.http.get(format!("http://{}/v1/cluster", self.api(id))).send().await.ok()?;
+        r.json().await.ok()
+    }
+
+    /// Waits until all running nodes agree on a leader among the running nodes; returns it.
+    pub async fn leader(&self) -> u64 {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let mut seen = Vec::new();
+            for id in self.running_ids() {
+                let leader = self.cluster_view(id).await.and_then(|v| v["leader_id"].as_u64());
+                seen.push(leader);
+            }
+            if let Some(Some(l)) = seen.first() {
+                if seen.iter().all(|s| *s == Some(*l)) && self.is_running(*l) {
+                    let view = self.cluster_view(*l).await;
+                    if view.is_some_and(|v| v["state"] == "leader") {
+                        return *l;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no agreed leader in time: {seen:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A running node other than `not`.
+    pub fn other_than(&self, not: u64) -> u64 {
+        self.running_ids().into_iter().find(|id| *id != not).expect("another running node")
+    }
+
+    /// One HTTP request; returns the status and JSON body (Null if none).
+    pub async fn call(&self, node: u64, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("http://{}{}", self.api(node), path));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        match req.send().await {
+            Ok(r) => {
+                let status = r.status();
+                let value = r.json().await.unwrap_or(Value::Null);
+                (status, value)
+            }
+            Err(e) => (StatusCode::BAD_GATEWAY, json!({"transport_error": e.to_string()})),
+        }
+    }
+
+    /// Like [`Self::call`] but retries 503s and transport errors (writes are idempotent)
+    /// until `READY_TIMEOUT`, rotating over running nodes starting at `node`.
+    pub async fn call_retry(&self, node: u64, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut target = node;
+        loop {
+            let (status, value) = self.call(target, method.clone(), path, body.clone()).await;
+            if status != StatusCode::SERVICE_UNAVAILABLE && status != StatusCode::BAD_GATEWAY {
+                return (status, value);
+            }
+            assert!(Instant::now() < deadline, "{method} {path} kept failing: {status} {value}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let ids = self.running_ids();
+            let pos = ids.iter().position(|i| *i == target).unwrap_or(0);
+            target = ids[(pos + 1) % ids.len()];
+        }
+    }
+
+    pub async fn acquire(&self, node: u64, key: &str, owner: &str, ttl_ms: u64) -> (StatusCode, Value) {
+        self.call_retry(
+            node,
+            reqwest::Method::POST,
+            &format!("/v1/locks/{key}/acquire"),
+            Some(json!({"owner": owner, "ttl_ms": ttl_ms})),
+        )
+        .await
+    }
+
+    pub async fn get_local(&self, node: u64, key: &str) -> (StatusCode, Value) {
+        self.call(node, reqwest::Method::GET, &format!("/v1/locks/{key}?consistency=local"), None).await
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for node in self.nodes.values_mut() {
+            if let Some(mut c) = node.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
