@@ -8,13 +8,15 @@
 #   status   show each node's /v1/cluster view
 #   logs     follow the node logs, prefixed n1..n3
 #
-# Environment: BATON_CONFIG (default cluster.toml), CARGO_TARGET_DIR (default target),
+# Environment: BATON_CONFIG (default cluster.toml), CARGO_TARGET_DIR (cargo's default),
 # BATON_READY_TIMEOUT seconds (default 60).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 CONFIG=${BATON_CONFIG:-cluster.toml}
-TARGET_DIR=${CARGO_TARGET_DIR:-target}
+# Where cargo puts the binary (honours CARGO_TARGET_DIR and .cargo/config.toml).
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+TARGET_DIR=${TARGET_DIR:-${CARGO_TARGET_DIR:-target}}
 BIN="$TARGET_DIR/release/baton"
 RUN_DIR=target/cluster
 READY_TIMEOUT=${BATON_READY_TIMEOUT:-60}

@@ -4,6 +4,7 @@
 //! stops on a storage error (fail-stop). On SIGTERM or SIGINT it stops accepting HTTP,
 //! drains in-flight requests (bounded), shuts Raft down and closes the database.
 
+use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -112,3 +112,5 @@ impl LockTable {
     pub fn from_snapshot(s:TableSnapshot)->Result<LockTable,SnapshotError>{Self::from_parts(s.now_ms,s.grants)}
     pub fn from_parts(now_ms:u64, grants: impl IntoIterator<Item=Grant>)->Result<LockTable,SnapshotError>{ let mut t=LockTable{now_ms,..Default::default()}; for g in grants { if t.locks.contains_key(&g.key) { return Err(SnapshotError(format!("duplicate key {}", g.key))); } t.put(g);} Ok(t) }
 }
+impl std::fmt::Display for Command { fn fmt(&self,f:&mut std::fmt::Formatter<'_>)->std::fmt::Result{write!(f,"{self:?}")} }
+impl std::fmt::Display for Reply { fn fmt(&self,f:&mut std::fmt::Formatter<'_>)->std::fmt::Result{write!(f,"{self:?}")} }

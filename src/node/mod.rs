@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use openraft::async_runtime::WatchReceiver;
 use openraft::impls::ProgressResponder;
 use openraft::{ReadPolicy, ServerState};
 use serde::Serialize;
@@ -140,7 +141,6 @@ impl Node {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(r.snapshot_after_entries),
             max_in_snapshot_log_to_keep: r.keep_entries_after_snapshot,
             install_snapshot_timeout: 60_000,
-            send_snapshot_timeout: 60_000,
             enable_pre_vote: Some(true),
             ..Default::default()
         }
@@ -191,7 +191,7 @@ impl Node {
 
     /// The leader this node currently knows, with its API address.
     pub fn leader(&self) -> Option<LeaderContact> {
-        let metrics = self.inner.raft.metrics().borrow().clone();
+        let metrics = self.inner.raft.metrics().borrow_watched().clone();
         let id = metrics.current_leader?;
         let node = metrics.membership_config.membership().get_node(&id)?;
         Some(LeaderContact {
@@ -305,7 +305,7 @@ impl Node {
 
     /// This node's view of the cluster.
     pub fn status(&self) -> ClusterStatus {
-        let m = self.inner.raft.metrics().borrow().clone();
+        let m = self.inner.raft.metrics().borrow_watched().clone();
         let membership = m.membership_config.membership();
         let voters: Vec<NodeId> = membership.voter_ids().collect();
         let nodes: BTreeMap<NodeId, NodeAddr> = membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
@@ -326,7 +326,7 @@ impl Node {
             term: m.current_term,
             members,
             last_log_index: m.last_log_index,
-            committed_index: m.committed.as_ref().map(|l| l.index),
+            committed_index: m.local_committed.as_ref().map(|l| l.index),
             applied_index: m.last_applied.as_ref().map(|l| l.index),
             snapshot_index: m.snapshot.as_ref().map(|l| l.index),
             purged_index: m.purged.as_ref().map(|l| l.index),
@@ -338,14 +338,14 @@ impl Node {
     /// Ready to serve: Raft runs, a leader is known, and this node has applied everything
     /// it knows to be committed. Returns the reason when not ready.
     pub fn readiness(&self) -> Result<(), String> {
-        let m = self.inner.raft.metrics().borrow().clone();
+        let m = self.inner.raft.metrics().borrow_watched().clone();
         if let Err(e) = &m.running_state {
             return Err(format!("raft stopped: {e}"));
         }
         if m.current_leader.is_none() {
             return Err("no known leader".into());
         }
-        let committed = m.committed.as_ref().map(|l| l.index);
+        let committed = m.local_committed.as_ref().map(|l| l.index);
         let applied = m.last_applied.as_ref().map(|l| l.index);
         if applied < committed {
             return Err(format!("applying: applied {applied:?} < committed {committed:?}"));
@@ -357,7 +357,7 @@ impl Node {
     pub async fn stopped_with_error(&self) -> String {
         let mut rx = self.inner.raft.metrics();
         loop {
-            if let Err(e) = &rx.borrow().running_state {
+            if let Err(e) = &rx.borrow_watched().running_state {
                 return e.to_string();
             }
             if rx.changed().await.is_err() {

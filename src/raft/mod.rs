@@ -82,3 +82,6 @@ pub mod typ {
     pub type TransferLeaderRequest = openraft::raft::TransferLeaderRequest<TypeConfig>;
     pub type TransferLeaderResponse = openraft::raft::TransferLeaderResponse<TypeConfig>;
 }
+
+#[cfg(test)]
+mod storage_suite;
