@@ -98,7 +98,9 @@ impl StateMachine {
 
     fn write_meta(&self, batch: &mut WriteBatch) -> Result<(), StoreError> {
         let meta_cf = cf(&self.db, CF_SM_META);
-        batch.put_cf(meta_cf, KEY_LAST_APPLIED, codec::encode(&self.meta.last_applied)?);
+        if let Some(last_applied) = &self.meta.last_applied {
+            batch.put_cf(meta_cf, KEY_LAST_APPLIED, codec::encode(last_applied)?);
+        }
         batch.put_cf(meta_cf, KEY_MEMBERSHIP, codec::encode(&self.meta.membership)?);
         batch.put_cf(meta_cf, KEY_NOW_MS, codec::encode(&self.meta.now_ms)?);
         Ok(())
