@@ -175,7 +175,9 @@ impl Config {
             path: PathBuf::from("<text>"),
             message,
         };
-        let mut doc: toml::Table = text.parse().map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
+        let mut doc: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
         for (name, value) in env {
             apply_env_override(&mut doc, &name, &value)?;
         }
@@ -201,7 +203,9 @@ impl Config {
             }
             for (field, addr) in [("api", &n.api), ("raft", &n.raft)] {
                 if addr.parse::<std::net::SocketAddr>().is_err() {
-                    return bad(format!("nodes[{i}].{field} {addr:?} is not an ip:port address"));
+                    return bad(format!(
+                        "nodes[{i}].{field} {addr:?} is not an ip:port address"
+                    ));
                 }
             }
         }
@@ -252,9 +256,10 @@ impl Config {
 
     /// The `[[nodes]]` entry of `id`.
     pub fn node(&self, id: NodeId) -> Result<&NodeConfig, ConfigError> {
-        self.nodes.iter().find(|n| n.id == id).ok_or_else(|| {
-            ConfigError::Invalid(format!("node {id} is not in [[nodes]]"))
-        })
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .ok_or_else(|| ConfigError::Invalid(format!("node {id} is not in [[nodes]]")))
     }
 
     /// `[raft]` timings as `Duration`s.
@@ -326,7 +331,10 @@ data_dir = "d2"
     #[test]
     fn env_overrides_file() {
         let env = vec![
-            ("BATON_RAFT_SWEEP_INTERVAL_MS".to_string(), "100".to_string()),
+            (
+                "BATON_RAFT_SWEEP_INTERVAL_MS".to_string(),
+                "100".to_string(),
+            ),
             ("BATON_RAFT_SECRET".to_string(), "s3cret".to_string()),
             ("UNRELATED".to_string(), "x".to_string()),
         ];

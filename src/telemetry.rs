@@ -7,7 +7,8 @@ pub const DEFAULT_FILTER: &str = "baton=info,openraft=warn";
 
 /// Installs the global `tracing` subscriber (stderr, `RUST_LOG` or [`DEFAULT_FILTER`]).
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     // A second init (tests) is harmless: keep the first subscriber.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -12,7 +12,9 @@ use serde_json::json;
 async fn killing_the_leader_elects_a_new_one_and_tokens_keep_increasing() {
     let mut cluster = TestCluster::start().await;
     let old_leader = cluster.leader().await;
-    let (status, before) = cluster.acquire(old_leader, "held-across-failover", "holder", 60_000).await;
+    let (status, before) = cluster
+        .acquire(old_leader, "held-across-failover", "holder", 60_000)
+        .await;
     assert_eq!(status, StatusCode::OK, "{before}");
     let token_before = before["token"].as_u64().expect("token");
 
@@ -20,13 +22,21 @@ async fn killing_the_leader_elects_a_new_one_and_tokens_keep_increasing() {
     let killed_at = Instant::now();
     let survivor = cluster.other_than(old_leader);
     // First successful write after the kill (call_retry rotates over the survivors).
-    let (status, after) = cluster.acquire(survivor, "after-failover", "writer", 60_000).await;
+    let (status, after) = cluster
+        .acquire(survivor, "after-failover", "writer", 60_000)
+        .await;
     assert_eq!(status, StatusCode::OK, "{after}");
     let failover = killed_at.elapsed();
     eprintln!("leader kill -> first successful write: {failover:?}");
-    assert!(failover < Duration::from_secs(20), "failover took {failover:?}");
+    assert!(
+        failover < Duration::from_secs(20),
+        "failover took {failover:?}"
+    );
     let token_after = after["token"].as_u64().expect("token");
-    assert!(token_after > token_before, "{token_after} <= {token_before}");
+    assert!(
+        token_after > token_before,
+        "{token_after} <= {token_before}"
+    );
 
     let new_leader = cluster.leader().await;
     assert_ne!(new_leader, old_leader);
@@ -34,12 +44,22 @@ async fn killing_the_leader_elects_a_new_one_and_tokens_keep_increasing() {
     // The grant made before the failover is still held, with its token, and its lease was
     // not shortened by the leader change.
     let (status, lock) = cluster
-        .call_retry(survivor, Method::GET, "/v1/locks/held-across-failover", None)
+        .call_retry(
+            survivor,
+            Method::GET,
+            "/v1/locks/held-across-failover",
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{lock}");
     assert_eq!(lock["token"], json!(token_before));
-    assert!(lock["expires_at"].as_str() >= before["expires_at"].as_str(), "{lock} vs {before}");
-    let (status, problem) = cluster.acquire(survivor, "held-across-failover", "intruder", 60_000).await;
+    assert!(
+        lock["expires_at"].as_str() >= before["expires_at"].as_str(),
+        "{lock} vs {before}"
+    );
+    let (status, problem) = cluster
+        .acquire(survivor, "held-across-failover", "intruder", 60_000)
+        .await;
     assert_eq!(status, StatusCode::CONFLICT, "{problem}");
 
     // The old leader comes back as a follower and catches up.

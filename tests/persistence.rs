@@ -17,7 +17,9 @@ async fn acknowledged_grants_survive_kill_9_of_all_nodes() {
     for i in 0..30 {
         let node = 1 + (i % 3);
         let key = format!("durable-{i}");
-        let (status, grant) = cluster.acquire(node, &key, &format!("owner-{i}"), 600_000).await;
+        let (status, grant) = cluster
+            .acquire(node, &key, &format!("owner-{i}"), 600_000)
+            .await;
         assert_eq!(status, StatusCode::OK, "{grant}");
         acked.insert(key, grant["token"].as_u64().expect("token"));
     }
@@ -29,7 +31,9 @@ async fn acknowledged_grants_survive_kill_9_of_all_nodes() {
     }
     cluster.wait_ready(READY_TIMEOUT).await;
     for (key, token) in &acked {
-        let (status, lock) = cluster.call_retry(1, Method::GET, &format!("/v1/locks/{key}"), None).await;
+        let (status, lock) = cluster
+            .call_retry(1, Method::GET, &format!("/v1/locks/{key}"), None)
+            .await;
         assert_eq!(status, StatusCode::OK, "{key}: {lock}");
         assert_eq!(lock["token"], json!(token), "{key}");
     }
@@ -84,10 +88,18 @@ async fn a_node_down_while_the_log_is_purged_catches_up_by_snapshot() {
         if all {
             break;
         }
-        assert!(Instant::now() < deadline, "lagging node did not catch up; log:\n{}", cluster.log(lagging));
+        assert!(
+            Instant::now() < deadline,
+            "lagging node did not catch up; log:\n{}",
+            cluster.log(lagging)
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(cluster.log(lagging).contains("installed snapshot"), "expected a snapshot install:\n{}", cluster.log(lagging));
+    assert!(
+        cluster.log(lagging).contains("installed snapshot"),
+        "expected a snapshot install:\n{}",
+        cluster.log(lagging)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,7 +108,12 @@ async fn sigterm_shuts_a_node_down_cleanly_and_it_rejoins() {
     let (status, grant) = cluster.acquire(1, "graceful", "o", 600_000).await;
     assert_eq!(status, StatusCode::OK, "{grant}");
     let follower = cluster.other_than(cluster.leader().await);
-    assert_eq!(cluster.terminate(follower), Some(0), "log:\n{}", cluster.log(follower));
+    assert_eq!(
+        cluster.terminate(follower),
+        Some(0),
+        "log:\n{}",
+        cluster.log(follower)
+    );
     cluster.spawn(follower);
     cluster.wait_ready(READY_TIMEOUT).await;
     let deadline = Instant::now() + READY_TIMEOUT;

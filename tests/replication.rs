@@ -14,7 +14,11 @@ async fn fresh_cluster_elects_one_leader_that_all_nodes_agree_on() {
     for id in cluster.running_ids() {
         let view = cluster.cluster_view(id).await.expect("cluster view");
         assert_eq!(view["leader_id"], json!(leader), "node {id}: {view}");
-        assert_eq!(view["members"].as_array().map(|m| m.len()), Some(3), "{view}");
+        assert_eq!(
+            view["members"].as_array().map(|m| m.len()),
+            Some(3),
+            "{view}"
+        );
         if view["state"] == "leader" {
             leaders += 1;
         }
@@ -33,29 +37,47 @@ async fn a_write_sent_to_a_follower_is_forwarded_to_the_leader() {
     assert_eq!(grant["owner"], "ci-1");
 
     // A second owner is refused with the holder, through the other follower.
-    let other = cluster.running_ids().into_iter().find(|i| *i != leader && *i != follower).expect("third node");
+    let other = cluster
+        .running_ids()
+        .into_iter()
+        .find(|i| *i != leader && *i != follower)
+        .expect("third node");
     let (status, problem) = cluster.acquire(other, "deploy", "ci-2", 30_000).await;
     assert_eq!(status, StatusCode::CONFLICT, "{problem}");
     assert_eq!(problem["code"], "LOCK_HELD");
     assert_eq!(problem["holder"]["token"], json!(token));
 
     // A linearizable read on a follower sees the grant at once.
-    let (status, lock) = cluster.call_retry(other, Method::GET, "/v1/locks/deploy", None).await;
+    let (status, lock) = cluster
+        .call_retry(other, Method::GET, "/v1/locks/deploy", None)
+        .await;
     assert_eq!(status, StatusCode::OK, "{lock}");
     assert_eq!(lock["token"], json!(token));
 
     // Renew and release through followers too.
     let (status, renewed) = cluster
-        .call_retry(follower, Method::POST, "/v1/locks/deploy/renew", Some(json!({"token": token})))
+        .call_retry(
+            follower,
+            Method::POST,
+            "/v1/locks/deploy/renew",
+            Some(json!({"token": token})),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{renewed}");
     assert_eq!(renewed["token"], json!(token));
     let (status, released) = cluster
-        .call_retry(other, Method::POST, "/v1/locks/deploy/release", Some(json!({"token": token})))
+        .call_retry(
+            other,
+            Method::POST,
+            "/v1/locks/deploy/release",
+            Some(json!({"token": token})),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{released}");
     assert_eq!(released["released"], json!(true));
-    let (status, _) = cluster.call_retry(follower, Method::GET, "/v1/locks/deploy", None).await;
+    let (status, _) = cluster
+        .call_retry(follower, Method::GET, "/v1/locks/deploy", None)
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
@@ -65,17 +87,27 @@ async fn every_node_applies_the_same_grants() {
     let mut tokens = Vec::new();
     for i in 0..20 {
         let node = 1 + (i % 3);
-        let (status, grant) = cluster.acquire(node, &format!("job-{i}"), "worker", 60_000).await;
+        let (status, grant) = cluster
+            .acquire(node, &format!("job-{i}"), "worker", 60_000)
+            .await;
         assert_eq!(status, StatusCode::OK, "{grant}");
         tokens.push(grant["token"].as_u64().expect("token"));
     }
-    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "tokens must increase: {tokens:?}");
+    assert!(
+        tokens.windows(2).all(|w| w[0] < w[1]),
+        "tokens must increase: {tokens:?}"
+    );
     // Every replica converges on the same locks (local reads, polled).
     for id in cluster.running_ids() {
         let deadline = std::time::Instant::now() + common::READY_TIMEOUT;
         loop {
             let (_, page) = cluster
-                .call(id, Method::GET, "/v1/locks?prefix=job-&consistency=local&limit=100", None)
+                .call(
+                    id,
+                    Method::GET,
+                    "/v1/locks?prefix=job-&consistency=local&limit=100",
+                    None,
+                )
                 .await;
             let got: Vec<u64> = page["locks"]
                 .as_array()
@@ -88,7 +120,10 @@ async fn every_node_applies_the_same_grants() {
             if got_sorted == want {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "node {id} has {got:?}, want {want:?}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node {id} has {got:?}, want {want:?}"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }

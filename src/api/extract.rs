@@ -33,9 +33,9 @@ fn json_rejection(e: JsonRejection) -> ApiError {
         return ApiError::PayloadTooLarge("request body exceeds api.max_body_bytes".into());
     }
     match e {
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::InvalidRequest("expected a JSON body with content-type: application/json".into())
-        }
+        JsonRejection::MissingJsonContentType(_) => ApiError::InvalidRequest(
+            "expected a JSON body with content-type: application/json".into(),
+        ),
         other => ApiError::InvalidRequest(other.body_text()),
     }
 }

@@ -119,7 +119,10 @@ pub async fn acquire(
             "wait_ms > 0 is not supported yet: waiting in a queue is not implemented; use wait_ms 0 and retry".into(),
         ));
     }
-    let reply = app.node.write(|now_ms| Command::acquire(key, owner, ttl_ms, now_ms)).await?;
+    let reply = app
+        .node
+        .write(|now_ms| Command::acquire(key, owner, ttl_ms, now_ms))
+        .await?;
     if let Some(g) = reply.grant() {
         tracing::debug!(token = g.token.0, "granted");
     }
@@ -134,7 +137,11 @@ pub async fn renew(
 ) -> Result<Json<GrantView>, ApiError> {
     let ttl_ms = body.ttl_ms.map(|t| app.ttl(Some(t))).transpose()?;
     let token = Token(body.token);
-    granted(app.node.write(|now_ms| Command::renew(key, token, ttl_ms, now_ms)).await?)
+    granted(
+        app.node
+            .write(|now_ms| Command::renew(key, token, ttl_ms, now_ms))
+            .await?,
+    )
 }
 
 #[instrument(skip_all, fields(key = %key))]
@@ -165,8 +172,15 @@ pub async fn release(
 }
 
 #[instrument(skip_all, fields(key = %key))]
-pub async fn force_release(State(app): State<App>, LockKey(key): LockKey) -> Result<Json<ReleaseView>, ApiError> {
-    released(app.node.write(|now_ms| Command::force_release(key, now_ms)).await?)
+pub async fn force_release(
+    State(app): State<App>,
+    LockKey(key): LockKey,
+) -> Result<Json<ReleaseView>, ApiError> {
+    released(
+        app.node
+            .write(|now_ms| Command::force_release(key, now_ms))
+            .await?,
+    )
 }
 
 #[instrument(skip_all, fields(key = %key))]
@@ -177,7 +191,9 @@ pub async fn get(
 ) -> Result<Json<LockView>, ApiError> {
     let found = app
         .node
-        .read(q.consistency.into(), |t, now_ms| t.get(&key, now_ms).map(LockView::from))
+        .read(q.consistency.into(), |t, now_ms| {
+            t.get(&key, now_ms).map(LockView::from)
+        })
         .await?;
     found
         .map(Json)
@@ -185,14 +201,20 @@ pub async fn get(
 }
 
 #[instrument(skip_all, fields(prefix = %q.prefix))]
-pub async fn list(State(app): State<App>, ApiQuery(q): ApiQuery<ListQuery>) -> Result<Json<ListView>, ApiError> {
+pub async fn list(
+    State(app): State<App>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<ListView>, ApiError> {
     let max = app.node.config().api.max_list_limit;
     let limit = q.limit.unwrap_or(DEFAULT_LIST_LIMIT.min(max));
     if limit == 0 || limit > max {
-        return Err(ApiError::InvalidRequest(format!("limit {limit} is outside [1, {max}]")));
+        return Err(ApiError::InvalidRequest(format!(
+            "limit {limit} is outside [1, {max}]"
+        )));
     }
     if !q.prefix.is_empty() {
-        Key::parse(q.prefix.clone()).map_err(|e| ApiError::InvalidRequest(format!("prefix: {e}")))?;
+        Key::parse(q.prefix.clone())
+            .map_err(|e| ApiError::InvalidRequest(format!("prefix: {e}")))?;
     }
     let cursor = q
         .cursor
@@ -227,7 +249,9 @@ pub async fn validate(
     let token = Token(body.token);
     let v = app
         .node
-        .read(Consistency::Linearizable, |t, now_ms| t.validate(&key, token, now_ms))
+        .read(Consistency::Linearizable, |t, now_ms| {
+            t.validate(&key, token, now_ms)
+        })
         .await?;
     Ok(Json(ValidateView {
         valid: v.valid,

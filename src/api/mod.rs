@@ -52,10 +52,16 @@ impl App {
         let l = &self.node.config().lease;
         let ttl = requested.unwrap_or(l.default_ttl_ms);
         if ttl < l.min_ttl_ms {
-            return Err(ApiError::InvalidRequest(format!("ttl_ms {ttl} is below min_ttl_ms {}", l.min_ttl_ms)));
+            return Err(ApiError::InvalidRequest(format!(
+                "ttl_ms {ttl} is below min_ttl_ms {}",
+                l.min_ttl_ms
+            )));
         }
         if ttl > l.max_ttl_ms {
-            return Err(ApiError::InvalidRequest(format!("ttl_ms {ttl} is above max_ttl_ms {}", l.max_ttl_ms)));
+            return Err(ApiError::InvalidRequest(format!(
+                "ttl_ms {ttl} is above max_ttl_ms {}",
+                l.max_ttl_ms
+            )));
         }
         Ok(ttl)
     }
@@ -66,7 +72,10 @@ pub fn router(app: App) -> Router {
     let max_body = app.node.config().api.max_body_bytes;
     Router::new()
         .route("/v1/locks", get(locks::list))
-        .route("/v1/locks/{key}", get(locks::get).delete(locks::force_release))
+        .route(
+            "/v1/locks/{key}",
+            get(locks::get).delete(locks::force_release),
+        )
         .route("/v1/locks/{key}/acquire", post(locks::acquire))
         .route("/v1/locks/{key}/renew", post(locks::renew))
         .route("/v1/locks/{key}/release", post(locks::release))
@@ -88,7 +97,11 @@ async fn cluster(State(app): State<App>) -> Json<ClusterStatus> {
 
 async fn healthz(State(app): State<App>) -> Response {
     match app.node.status().state.as_str() {
-        "shutdown" => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "stopped"}))).into_response(),
+        "shutdown" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "stopped"})),
+        )
+            .into_response(),
         _ => Json(json!({"status": "ok", "node_id": app.node.id()})).into_response(),
     }
 }
@@ -110,14 +123,22 @@ async fn not_found(req: Request) -> ApiError {
 }
 
 async fn method_not_allowed(req: Request) -> ApiError {
-    ApiError::MethodNotAllowed(format!("{} is not allowed on {}", req.method(), req.uri().path()))
+    ApiError::MethodNotAllowed(format!(
+        "{} is not allowed on {}",
+        req.method(),
+        req.uri().path()
+    ))
 }
 
 /// Opens the `request` span; the request id is taken from the client (or a relaying
 /// node) or made here, and travels with a relayed request.
 async fn request_span(State(app): State<App>, mut req: Request, next: Next) -> Response {
     use tracing::Instrument;
-    let id = match req.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()) {
+    let id = match req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+    {
         Some(v) if v.len() <= 64 => v.to_string(),
         _ => {
             let n = app.request_ids.fetch_add(1, Ordering::Relaxed);
@@ -149,27 +170,42 @@ fn needs_leader(req: &Request) -> bool {
 /// relayed request is never relayed again: the handler answers `NO_LEADER` if this node
 /// is not the leader after all.
 async fn relay_to_leader(State(app): State<App>, req: Request, next: Next) -> Response {
-    if !needs_leader(&req) || req.headers().contains_key(FORWARDED_BY_HEADER) || app.node.is_leader() {
+    if !needs_leader(&req)
+        || req.headers().contains_key(FORWARDED_BY_HEADER)
+        || app.node.is_leader()
+    {
         return next.run(req).await;
     }
     let max_body = app.node.config().api.max_body_bytes;
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, max_body).await {
         Ok(b) => b,
-        Err(_) => return ApiError::PayloadTooLarge("request body exceeds api.max_body_bytes".into()).into_response(),
+        Err(_) => {
+            return ApiError::PayloadTooLarge("request body exceeds api.max_body_bytes".into())
+                .into_response()
+        }
     };
     let wait = Duration::from_millis(app.node.config().api.leader_wait_ms);
     let Some(leader) = app.node.wait_for_leader(wait).await else {
         return ApiError::NoLeader(format!("no leader known within {wait:?}")).into_response();
     };
     if leader.id == app.node.id() {
-        return next.run(Request::from_parts(parts, Body::from(bytes))).await;
+        return next
+            .run(Request::from_parts(parts, Body::from(bytes)))
+            .await;
     }
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let is_write = parts.method != Method::GET;
     match app
         .forwarder
-        .relay(leader.id, &leader.api, parts.method.clone(), path, &parts.headers, bytes)
+        .relay(
+            leader.id,
+            &leader.api,
+            parts.method.clone(),
+            path,
+            &parts.headers,
+            bytes,
+        )
         .await
     {
         Ok(r) => {
@@ -178,8 +214,12 @@ async fn relay_to_leader(State(app): State<App>, req: Request, next: Next) -> Re
             resp.headers_mut().extend(r.headers);
             resp
         }
-        Err(e @ ForwardError::Unreachable { .. }) => ApiError::NoLeader(e.to_string()).into_response(),
-        Err(e @ ForwardError::NoAnswer { .. }) if is_write => ApiError::OutcomeUnknown(e.to_string()).into_response(),
+        Err(e @ ForwardError::Unreachable { .. }) => {
+            ApiError::NoLeader(e.to_string()).into_response()
+        }
+        Err(e @ ForwardError::NoAnswer { .. }) if is_write => {
+            ApiError::OutcomeUnknown(e.to_string()).into_response()
+        }
         Err(e) => ApiError::NoLeader(e.to_string()).into_response(),
     }
 }

@@ -25,7 +25,10 @@ pub enum ApiError {
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{detail}")]
-    LockHeld { detail: String, holder: Box<GrantView> },
+    LockHeld {
+        detail: String,
+        holder: Box<GrantView>,
+    },
     #[error("{0}")]
     LockLost(String),
     #[error("{0}")]
@@ -46,17 +49,37 @@ impl ApiError {
         use ApiError::*;
         match self {
             InvalidKey(_) => ("INVALID_KEY", StatusCode::BAD_REQUEST, "Invalid key"),
-            InvalidRequest(_) => ("INVALID_REQUEST", StatusCode::BAD_REQUEST, "Invalid request"),
+            InvalidRequest(_) => (
+                "INVALID_REQUEST",
+                StatusCode::BAD_REQUEST,
+                "Invalid request",
+            ),
             NotFound(_) => ("INVALID_REQUEST", StatusCode::NOT_FOUND, "No such endpoint"),
-            MethodNotAllowed(_) => ("INVALID_REQUEST", StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
-            PayloadTooLarge(_) => ("PAYLOAD_TOO_LARGE", StatusCode::PAYLOAD_TOO_LARGE, "Payload too large"),
+            MethodNotAllowed(_) => (
+                "INVALID_REQUEST",
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Method not allowed",
+            ),
+            PayloadTooLarge(_) => (
+                "PAYLOAD_TOO_LARGE",
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Payload too large",
+            ),
             LockHeld { .. } => ("LOCK_HELD", StatusCode::CONFLICT, "Lock is held"),
             LockLost(_) => ("LOCK_LOST", StatusCode::CONFLICT, "Lock lost"),
             LockNotFound(_) => ("LOCK_NOT_FOUND", StatusCode::NOT_FOUND, "Lock not found"),
             NotOwner(_) => ("NOT_OWNER", StatusCode::FORBIDDEN, "Not the owner"),
             NoLeader(_) => ("NO_LEADER", StatusCode::SERVICE_UNAVAILABLE, "No leader"),
-            OutcomeUnknown(_) => ("OUTCOME_UNKNOWN", StatusCode::SERVICE_UNAVAILABLE, "Outcome unknown"),
-            Internal(_) => ("INTERNAL", StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),
+            OutcomeUnknown(_) => (
+                "OUTCOME_UNKNOWN",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Outcome unknown",
+            ),
+            Internal(_) => (
+                "INTERNAL",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal error",
+            ),
         }
     }
 }
@@ -79,7 +102,9 @@ impl From<NodeError> for ApiError {
         match e {
             NodeError::NotLeader => ApiError::NoLeader("this node is not the leader; retry".into()),
             NodeError::NoQuorum(m) => ApiError::NoLeader(m),
-            NodeError::OutcomeUnknown(m) => ApiError::OutcomeUnknown(format!("{m}; the write may or may not have taken effect, retry it")),
+            NodeError::OutcomeUnknown(m) => ApiError::OutcomeUnknown(format!(
+                "{m}; the write may or may not have taken effect, retry it"
+            )),
             NodeError::Stopped(m) => ApiError::Internal(m),
         }
     }
@@ -99,8 +124,12 @@ impl IntoResponse for ApiError {
             body["holder"] = serde_json::to_value(holder.as_ref()).unwrap_or(Value::Null);
         }
         match status {
-            StatusCode::INTERNAL_SERVER_ERROR => tracing::error!(code, detail = %self, "request failed"),
-            StatusCode::SERVICE_UNAVAILABLE => tracing::debug!(code, detail = %self, "request unavailable"),
+            StatusCode::INTERNAL_SERVER_ERROR => {
+                tracing::error!(code, detail = %self, "request failed")
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                tracing::debug!(code, detail = %self, "request unavailable")
+            }
             _ => tracing::debug!(code, detail = %self, "request refused"),
         }
         let mut resp = (status, axum::Json(body)).into_response();
@@ -109,7 +138,8 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/problem+json"),
         );
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
         resp
     }

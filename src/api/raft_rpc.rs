@@ -16,7 +16,9 @@ use serde::Serialize;
 use crate::codec;
 use crate::node::Node;
 use crate::raft::network::{path, INITIALIZED_PATH, SECRET_HEADER};
-use crate::raft::typ::{AppendEntriesRequest, SnapshotMeta, TransferLeaderRequest, Vote, VoteRequest};
+use crate::raft::typ::{
+    AppendEntriesRequest, SnapshotMeta, TransferLeaderRequest, Vote, VoteRequest,
+};
 
 /// Largest Raft message other than a snapshot.
 const MAX_RPC_BYTES: usize = 64 * 1024 * 1024;
@@ -46,14 +48,24 @@ fn authorized(node: &Node, headers: &HeaderMap) -> bool {
         return false;
     };
     // Constant-time comparison: do not leak the secret through timing.
-    given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
-fn decode_body<T: DeserializeOwned>(node: &Node, headers: &HeaderMap, body: &[u8]) -> Result<T, Response> {
+fn decode_body<T: DeserializeOwned>(
+    node: &Node,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, Response> {
     if !authorized(node, headers) {
         return Err((StatusCode::UNAUTHORIZED, "missing or wrong cluster secret").into_response());
     }
-    codec::decode(body).map_err(|e| (StatusCode::BAD_REQUEST, format!("bad raft message: {e}")).into_response())
+    codec::decode(body)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("bad raft message: {e}")).into_response())
 }
 
 fn encode_answer<T: Serialize, E: std::fmt::Display>(result: Result<T, E>) -> Response {

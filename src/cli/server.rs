@@ -41,7 +41,10 @@ pub struct ServerArgs {
 /// Runs the server; returns the process exit code.
 pub fn run(args: ServerArgs) -> ExitCode {
     crate::telemetry::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -131,7 +134,10 @@ async fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
 
 async fn shutdown_signal() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers, only fail-stop ends the node.
         std::future::pending::<()>().await;
         return "none";

@@ -47,7 +47,13 @@ impl ClusterClock {
 
     /// Starts cluster time for `leader` at `max(wall_ms, applied_ms)`, not yet ready.
     /// Returns the anchor time.
-    pub fn anchor(&self, leader: CommittedLeaderId, wall_ms: u64, applied_ms: u64, at: Instant) -> u64 {
+    pub fn anchor(
+        &self,
+        leader: CommittedLeaderId,
+        wall_ms: u64,
+        applied_ms: u64,
+        at: Instant,
+    ) -> u64 {
         let base_ms = wall_ms.max(applied_ms);
         *self.lock() = Some(Anchor {
             leader,
@@ -84,7 +90,10 @@ impl ClusterClock {
 
     /// Cluster time for client writes: like [`Self::now_ms_for`], but only once ready.
     pub fn ready_now_ms(&self, leader: &CommittedLeaderId, now: Instant) -> Option<u64> {
-        let ready = self.lock().as_ref().is_some_and(|a| &a.leader == leader && a.ready);
+        let ready = self
+            .lock()
+            .as_ref()
+            .is_some_and(|a| &a.leader == leader && a.ready);
         if ready {
             self.now_ms_for(leader, now)
         } else {
@@ -120,7 +129,10 @@ mod tests {
         let t0 = Instant::now();
         let l = leader(3, 2);
         clock.anchor(l.clone(), 10_000, 0, t0);
-        assert_eq!(clock.now_ms_for(&l, t0 + Duration::from_millis(250)), Some(10_250));
+        assert_eq!(
+            clock.now_ms_for(&l, t0 + Duration::from_millis(250)),
+            Some(10_250)
+        );
         // An instant before the anchor (cannot happen, but must not go backwards).
         assert_eq!(clock.now_ms_for(&l, t0), Some(10_000));
     }

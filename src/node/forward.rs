@@ -63,7 +63,11 @@ impl Forwarder {
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .build()?;
-        Ok(Forwarder { http, node_id, timeout })
+        Ok(Forwarder {
+            http,
+            node_id,
+            timeout,
+        })
     }
 
     /// Sends the request to the leader at `leader_api` and returns its answer.
@@ -82,7 +86,12 @@ impl Forwarder {
             .timeout(self.timeout)
             .header(FORWARDED_BY_HEADER, self.node_id.to_string())
             .body(body);
-        for name in [CONTENT_TYPE.as_str(), REQUEST_ID_HEADER, "authorization", "x-api-key"] {
+        for name in [
+            CONTENT_TYPE.as_str(),
+            REQUEST_ID_HEADER,
+            "authorization",
+            "x-api-key",
+        ] {
             if let Some(v) = headers.get(name) {
                 req = req.header(name, v.clone());
             }

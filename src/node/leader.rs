@@ -66,7 +66,12 @@ pub(crate) fn watch_leadership(node: &Node) {
 
 /// Aborts the duty task, if any, and clears the clock.
 pub(crate) fn stop_duties(node: &Node) {
-    let duties = node.inner().leader_duties.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let duties = node
+        .inner()
+        .leader_duties
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
     if let Some(d) = duties {
         d.task.abort();
         node.inner().clock.clear(&d.leader);
@@ -91,14 +96,24 @@ async fn lead(node: Node, leader: CommittedLeaderId) {
     // 2. Anchor cluster time.
     let applied_ms = with_table(&inner.table, |t| t.now_ms());
     let wall_ms = wall_clock_ms();
-    let base = inner.clock.anchor(leader.clone(), wall_ms, applied_ms, Instant::now());
-    tracing::info!(wall_ms, applied_ms, cluster_time_ms = base, "cluster clock anchored");
+    let base = inner
+        .clock
+        .anchor(leader.clone(), wall_ms, applied_ms, Instant::now());
+    tracing::info!(
+        wall_ms,
+        applied_ms,
+        cluster_time_ms = base,
+        "cluster clock anchored"
+    );
     // 3. Refresh every live lease, then open for client writes.
     loop {
         let Some(now_ms) = inner.clock.now_ms_for(&leader, Instant::now()) else {
             return;
         };
-        match node.propose(leader.clone(), Command::refresh_leases(now_ms)).await {
+        match node
+            .propose(leader.clone(), Command::refresh_leases(now_ms))
+            .await
+        {
             Ok(reply) => {
                 tracing::info!(?reply, "leases refreshed");
                 break;
@@ -119,7 +134,9 @@ async fn lead(node: Node, leader: CommittedLeaderId) {
         let Some(now_ms) = inner.clock.now_ms_for(&leader, Instant::now()) else {
             return;
         };
-        let due = with_table(&inner.table, |t| t.next_expiry_ms().is_some_and(|e| e <= now_ms));
+        let due = with_table(&inner.table, |t| {
+            t.next_expiry_ms().is_some_and(|e| e <= now_ms)
+        });
         if !due {
             continue;
         }
@@ -142,7 +159,11 @@ pub(crate) async fn initialize_when_all_fresh(node: Node) {
     if lowest != Some(node.id()) {
         return;
     }
-    let http = match reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(1)).build() {
+    let http = match reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(1))
+        .build()
+    {
         Ok(h) => h,
         Err(e) => {
             tracing::error!(error = %e, "cannot build http client; not initialising");
@@ -159,7 +180,10 @@ pub(crate) async fn initialize_when_all_fresh(node: Node) {
             match peer_initialized(&http, &peer.raft, &config.raft.secret).await {
                 Ok(false) => {}
                 Ok(true) => {
-                    tracing::info!(peer = peer.id, "peer has data; joining instead of initialising");
+                    tracing::info!(
+                        peer = peer.id,
+                        "peer has data; joining instead of initialising"
+                    );
                     return;
                 }
                 Err(e) => {

@@ -223,7 +223,11 @@ impl Node {
 
     /// Proposes `cmd` on condition that `leader` still leads when it is appended, so a
     /// deposed leader's time-stamped command cannot commit.
-    pub(crate) async fn propose(&self, leader: CommittedLeaderId, cmd: Command) -> Result<Reply, NodeError> {
+    pub(crate) async fn propose(
+        &self,
+        leader: CommittedLeaderId,
+        cmd: Command,
+    ) -> Result<Reply, NodeError> {
         let (responder, rx) = ProgressResponder::complete_only();
         let started = Instant::now();
         self.inner
@@ -235,11 +239,22 @@ impl Node {
             .map_err(|e| NodeError::Stopped(e.to_string()))?;
         let timeout = Duration::from_millis(self.inner.config.api.request_timeout_ms);
         let result = match tokio::time::timeout(timeout, rx).await {
-            Err(_) => return Err(NodeError::OutcomeUnknown(format!("no answer within {timeout:?}"))),
-            Ok(Err(_)) => return Err(NodeError::OutcomeUnknown("raft dropped the proposal".into())),
+            Err(_) => {
+                return Err(NodeError::OutcomeUnknown(format!(
+                    "no answer within {timeout:?}"
+                )))
+            }
+            Ok(Err(_)) => {
+                return Err(NodeError::OutcomeUnknown(
+                    "raft dropped the proposal".into(),
+                ))
+            }
             Ok(Ok(result)) => result,
         };
-        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "proposal done");
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "proposal done"
+        );
         match result {
             Ok(resp) => Ok(resp.data),
             Err(typ::ClientWriteError::ForwardToLeader(_)) => Err(NodeError::NotLeader),
@@ -282,15 +297,22 @@ impl Node {
             Consistency::Linearizable => {
                 let (leader, _) = self.ready_leadership().await?;
                 let timeout = Duration::from_millis(self.inner.config.api.request_timeout_ms);
-                let confirmed = tokio::time::timeout(timeout, self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex))
-                    .await
-                    .map_err(|_| NodeError::NoQuorum(format!("leadership not confirmed within {timeout:?}")))?;
+                let confirmed = tokio::time::timeout(
+                    timeout,
+                    self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex),
+                )
+                .await
+                .map_err(|_| {
+                    NodeError::NoQuorum(format!("leadership not confirmed within {timeout:?}"))
+                })?;
                 match confirmed {
                     Ok(_) => {}
-                    Err(typ::RaftError::APIError(openraft::errors::LinearizableReadError::ForwardToLeader(_))) => {
-                        return Err(NodeError::NotLeader)
+                    Err(typ::RaftError::APIError(
+                        openraft::errors::LinearizableReadError::ForwardToLeader(_),
+                    )) => return Err(NodeError::NotLeader),
+                    Err(typ::RaftError::APIError(e)) => {
+                        return Err(NodeError::NoQuorum(e.to_string()))
                     }
-                    Err(typ::RaftError::APIError(e)) => return Err(NodeError::NoQuorum(e.to_string())),
                     Err(typ::RaftError::Fatal(e)) => return Err(NodeError::Stopped(e.to_string())),
                 }
                 let now_ms = self
@@ -298,7 +320,9 @@ impl Node {
                     .clock
                     .ready_now_ms(&leader, Instant::now())
                     .ok_or(NodeError::NotLeader)?;
-                Ok(with_table(&self.inner.table, |t| query(t, now_ms.max(t.now_ms()))))
+                Ok(with_table(&self.inner.table, |t| {
+                    query(t, now_ms.max(t.now_ms()))
+                }))
             }
         }
     }
@@ -308,7 +332,8 @@ impl Node {
         let m = self.inner.raft.metrics().borrow_watched().clone();
         let membership = m.membership_config.membership();
         let voters: Vec<NodeId> = membership.voter_ids().collect();
-        let nodes: BTreeMap<NodeId, NodeAddr> = membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
+        let nodes: BTreeMap<NodeId, NodeAddr> =
+            membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
         let members = nodes
             .into_iter()
             .map(|(id, n)| MemberStatus {
@@ -348,7 +373,9 @@ impl Node {
         let committed = m.local_committed.as_ref().map(|l| l.index);
         let applied = m.last_applied.as_ref().map(|l| l.index);
         if applied < committed {
-            return Err(format!("applying: applied {applied:?} < committed {committed:?}"));
+            return Err(format!(
+                "applying: applied {applied:?} < committed {committed:?}"
+            ));
         }
         Ok(())
     }
@@ -368,7 +395,12 @@ impl Node {
 
     /// Stops leader duties and Raft. Idempotent.
     pub async fn shutdown(&self) {
-        let watch = self.inner.watch.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let watch = self
+            .inner
+            .watch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(mut w) = watch {
             w.close().await;
         }

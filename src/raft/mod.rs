@@ -71,7 +71,8 @@ pub mod typ {
     pub type Snapshot = alias::SnapshotOf<TypeConfig, std::io::Cursor<Vec<u8>>>;
     pub type CommittedLeaderId = alias::CommittedLeaderIdOf<TypeConfig>;
     pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
-    pub type RaftError<E = openraft::errors::Infallible> = openraft::errors::RaftError<TypeConfig, E>;
+    pub type RaftError<E = openraft::errors::Infallible> =
+        openraft::errors::RaftError<TypeConfig, E>;
     pub type ClientWriteError = openraft::errors::ClientWriteError<TypeConfig>;
     pub type ClientWriteResponse = openraft::raft::ClientWriteResponse<TypeConfig>;
     pub type AppendEntriesRequest = openraft::raft::AppendEntriesRequest<TypeConfig>;

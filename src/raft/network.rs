@@ -130,11 +130,19 @@ impl RaftNetworkV2<TypeConfig> for Network {
         self.call(path::APPEND, &rpc, option.soft_ttl()).await
     }
 
-    async fn vote(&mut self, rpc: VoteRequest, option: RPCOption) -> Result<VoteResponse, RPCError<TypeConfig>> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest,
+        option: RPCOption,
+    ) -> Result<VoteResponse, RPCError<TypeConfig>> {
         self.call(path::VOTE, &rpc, option.soft_ttl()).await
     }
 
-    async fn pre_vote(&mut self, rpc: VoteRequest, option: RPCOption) -> Result<VoteResponse, RPCError<TypeConfig>> {
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest,
+        option: RPCOption,
+    ) -> Result<VoteResponse, RPCError<TypeConfig>> {
         self.call(path::PRE_VOTE, &rpc, option.soft_ttl()).await
     }
 
@@ -157,7 +165,8 @@ impl RaftNetworkV2<TypeConfig> for Network {
         req: TransferLeaderRequest,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse, RPCError<TypeConfig>> {
-        self.call(path::TRANSFER_LEADER, &req, option.soft_ttl()).await
+        self.call(path::TRANSFER_LEADER, &req, option.soft_ttl())
+            .await
     }
 }
 
@@ -165,7 +174,11 @@ impl RaftNetworkV2<TypeConfig> for Network {
 pub const INITIALIZED_PATH: &str = "/raft/initialized";
 
 /// Asks the peer at `raft_addr` whether its Raft has been initialised.
-pub async fn peer_initialized(http: &reqwest::Client, raft_addr: &str, secret: &str) -> Result<bool, String> {
+pub async fn peer_initialized(
+    http: &reqwest::Client,
+    raft_addr: &str,
+    secret: &str,
+) -> Result<bool, String> {
     let resp = http
         .get(format!("http://{raft_addr}{INITIALIZED_PATH}"))
         .header(SECRET_HEADER, secret)

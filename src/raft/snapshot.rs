@@ -115,7 +115,10 @@ pub fn save(dir: &Path, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StoreErr
     fs::File::open(dir)?.sync_all()?;
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
-        let other = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let other = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if other.starts_with(FILE_PREFIX) && other != name {
             fs::remove_file(&path)?;
         }
@@ -131,8 +134,14 @@ pub fn load_current(dir: &Path) -> Result<Option<Snapshot>, StoreError> {
     let mut newest: Option<PathBuf> = None;
     for entry in entries {
         let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        if name.starts_with(FILE_PREFIX) && name.ends_with(FILE_SUFFIX) && newest.as_ref().is_none_or(|n| path > *n) {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.starts_with(FILE_PREFIX)
+            && name.ends_with(FILE_SUFFIX)
+            && newest.as_ref().is_none_or(|n| path > *n)
+        {
             newest = Some(path);
         }
     }

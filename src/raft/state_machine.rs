@@ -46,12 +46,17 @@ pub struct SmMeta {
 pub fn read_sm_meta_at(
     get: impl Fn(&[u8]) -> Result<Option<Vec<u8>>, rocksdb::Error>,
 ) -> Result<SmMeta, StoreError> {
-    let last_applied = get(KEY_LAST_APPLIED)?.map(|b| codec::decode(&b)).transpose()?;
+    let last_applied = get(KEY_LAST_APPLIED)?
+        .map(|b| codec::decode(&b))
+        .transpose()?;
     let membership = get(KEY_MEMBERSHIP)?
         .map(|b| codec::decode(&b))
         .transpose()?
         .unwrap_or_default();
-    let now_ms = get(KEY_NOW_MS)?.map(|b| codec::decode(&b)).transpose()?.unwrap_or(0);
+    let now_ms = get(KEY_NOW_MS)?
+        .map(|b| codec::decode(&b))
+        .transpose()?
+        .unwrap_or(0);
     Ok(SmMeta {
         last_applied,
         membership,
@@ -101,7 +106,11 @@ impl StateMachine {
         if let Some(last_applied) = &self.meta.last_applied {
             batch.put_cf(meta_cf, KEY_LAST_APPLIED, codec::encode(last_applied)?);
         }
-        batch.put_cf(meta_cf, KEY_MEMBERSHIP, codec::encode(&self.meta.membership)?);
+        batch.put_cf(
+            meta_cf,
+            KEY_MEMBERSHIP,
+            codec::encode(&self.meta.membership)?,
+        );
         batch.put_cf(meta_cf, KEY_NOW_MS, codec::encode(&self.meta.now_ms)?);
         Ok(())
     }
@@ -110,11 +119,15 @@ impl StateMachine {
 fn read_table(table: &SharedTable) -> std::sync::RwLockReadGuard<'_, LockTable> {
     // A poisoned lock means a panic inside apply; the table may be half-updated, and
     // serving it would be worse than stopping.
-    table.read().expect("lock table poisoned by a panic in apply")
+    table
+        .read()
+        .expect("lock table poisoned by a panic in apply")
 }
 
 fn write_table(table: &SharedTable) -> std::sync::RwLockWriteGuard<'_, LockTable> {
-    table.write().expect("lock table poisoned by a panic in apply")
+    table
+        .write()
+        .expect("lock table poisoned by a panic in apply")
 }
 
 /// Reads the shared table for a query.
@@ -152,7 +165,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         applied.reply
                     }
                     EntryPayload::Membership(m) => {
-                        self.meta.membership = StoredMembership::new(Some(log_id.clone()), m.clone());
+                        self.meta.membership =
+                            StoredMembership::new(Some(log_id.clone()), m.clone());
                         Reply::Nothing
                     }
                     EntryPayload::Blank => Reply::Nothing,
@@ -166,9 +180,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let locks_cf = cf(&self.db, CF_LOCKS);
             for key in &changed {
                 match table.stored(key) {
-                    Some(grant) => {
-                        batch.put_cf(locks_cf, key.as_str(), codec::encode(grant).map_err(StoreError::from)?)
-                    }
+                    Some(grant) => batch.put_cf(
+                        locks_cf,
+                        key.as_str(),
+                        codec::encode(grant).map_err(StoreError::from)?,
+                    ),
                     None => batch.delete_cf(locks_cf, key.as_str()),
                 }
             }
@@ -190,7 +206,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Self::SnapshotData) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Self::SnapshotData,
+    ) -> Result<(), io::Error> {
         let data = snapshot.into_inner();
         let decoded = snapshot::decode_table(&data)?;
         let table = LockTable::from_snapshot(decoded)
@@ -205,7 +225,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Keys are ASCII, so every key sorts below 0xff.
         batch.delete_range_cf(locks_cf, &b""[..], &[0xffu8][..]);
         for grant in table.grants() {
-            batch.put_cf(locks_cf, grant.key.as_str(), codec::encode(grant).map_err(StoreError::from)?);
+            batch.put_cf(
+                locks_cf,
+                grant.key.as_str(),
+                codec::encode(grant).map_err(StoreError::from)?,
+            );
         }
         let old_meta = std::mem::replace(&mut self.meta, new_meta);
         if let Err(e) = self.write_meta(&mut batch) {
@@ -256,7 +280,12 @@ mod tests {
     }
 
     fn acquire(index: u64, key: &str, now_ms: u64) -> Entry {
-        let cmd = Command::acquire(Key::parse(key).unwrap(), Owner::parse("o").unwrap(), 10_000, now_ms);
+        let cmd = Command::acquire(
+            Key::parse(key).unwrap(),
+            Owner::parse("o").unwrap(),
+            10_000,
+            now_ms,
+        );
         Entry {
             log_id: log_id(index),
             payload: EntryPayload::Normal(cmd),
@@ -275,7 +304,15 @@ mod tests {
         {
             let db = open_db(&dir.path().join("db")).unwrap();
             let mut sm = StateMachine::open(db, dir.path().join("snap")).unwrap();
-            apply_all(&mut sm, vec![acquire(1, "a", 100), acquire(2, "b", 200), acquire(3, "a", 300)]).await;
+            apply_all(
+                &mut sm,
+                vec![
+                    acquire(1, "a", 100),
+                    acquire(2, "b", 200),
+                    acquire(3, "a", 300),
+                ],
+            )
+            .await;
             table_before = with_table(&sm.table(), |t| t.clone());
             assert_eq!(table_before.len(), 2);
         }
@@ -291,23 +328,46 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = open_db(&dir.path().join("db1")).unwrap();
         let mut sm = StateMachine::open(db, dir.path().join("snap1")).unwrap();
-        apply_all(&mut sm, (1..=50).map(|i| acquire(i, &format!("k{i}"), i * 10)).collect()).await;
-        let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        apply_all(
+            &mut sm,
+            (1..=50)
+                .map(|i| acquire(i, &format!("k{i}"), i * 10))
+                .collect(),
+        )
+        .await;
+        let snapshot = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
         assert_eq!(snapshot.meta.last_log_id, Some(log_id(50)));
-        let current = sm.get_current_snapshot().await.unwrap().expect("stored snapshot");
+        let current = sm
+            .get_current_snapshot()
+            .await
+            .unwrap()
+            .expect("stored snapshot");
         assert_eq!(current.meta, snapshot.meta);
 
         let db2 = open_db(&dir.path().join("db2")).unwrap();
         let mut sm2 = StateMachine::open(db2, dir.path().join("snap2")).unwrap();
         apply_all(&mut sm2, vec![acquire(1, "stale", 1)]).await;
-        sm2.install_snapshot(&snapshot.meta, snapshot.snapshot).await.unwrap();
-        assert_eq!(with_table(&sm2.table(), |t| t.clone()), with_table(&sm.table(), |t| t.clone()));
+        sm2.install_snapshot(&snapshot.meta, snapshot.snapshot)
+            .await
+            .unwrap();
+        assert_eq!(
+            with_table(&sm2.table(), |t| t.clone()),
+            with_table(&sm.table(), |t| t.clone())
+        );
         assert_eq!(sm2.applied_state().await.unwrap().0, Some(log_id(50)));
         drop(sm2);
         // The install is durable: a reopen sees the snapshot's state, not the stale lock.
         let db2 = open_db(&dir.path().join("db2")).unwrap();
         let sm2 = StateMachine::open(db2, dir.path().join("snap2")).unwrap();
-        assert_eq!(with_table(&sm2.table(), |t| t.clone()), with_table(&sm.table(), |t| t.clone()));
+        assert_eq!(
+            with_table(&sm2.table(), |t| t.clone()),
+            with_table(&sm.table(), |t| t.clone())
+        );
     }
 
     #[tokio::test]
@@ -319,7 +379,9 @@ mod tests {
             last_log_id: Some(log_id(9)),
             last_membership: StoredMembership::default(),
         };
-        let err = sm.install_snapshot(&meta, Cursor::new(vec![0xff; 16])).await;
+        let err = sm
+            .install_snapshot(&meta, Cursor::new(vec![0xff; 16]))
+            .await;
         assert!(err.is_err());
         assert_eq!(sm.applied_state().await.unwrap().0, None);
     }

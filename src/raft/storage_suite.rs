@@ -14,8 +14,11 @@ use super::TypeConfig;
 struct RocksBuilder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for RocksBuilder {
-    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
-        let err = |e: io::Error| StorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Write, e);
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
+        let err =
+            |e: io::Error| StorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Write, e);
         let dir = tempfile::tempdir().map_err(err)?;
         let db = open_db(&dir.path().join("db")).map_err(|e| err(e.into()))?;
         let log = LogStore::open(db.clone()).map_err(|e| err(e.into()))?;

@@ -36,7 +36,9 @@ impl From<StoreError> for io::Error {
     fn from(e: StoreError) -> io::Error {
         match e {
             StoreError::Io(e) => e,
-            StoreError::Codec(_) | StoreError::Corrupt(_) => io::Error::new(io::ErrorKind::InvalidData, e),
+            StoreError::Codec(_) | StoreError::Corrupt(_) => {
+                io::Error::new(io::ErrorKind::InvalidData, e)
+            }
             StoreError::Rocks(_) => io::Error::other(e),
         }
     }
@@ -52,7 +54,9 @@ pub fn open_db(path: &Path) -> Result<Arc<DB>, StoreError> {
     // all recovery needs.
     opts.set_use_fsync(false);
     opts.set_keep_log_file_num(4);
-    let cfs = ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+    let cfs = ALL_CFS
+        .iter()
+        .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
     let db = DB::open_cf_descriptors(&opts, path, cfs)?;
     Ok(Arc::new(db))
 }

@@ -156,7 +156,11 @@ impl TestCluster {
     }
 
     pub fn running_ids(&self) -> Vec<u64> {
-        self.nodes.keys().copied().filter(|id| self.is_running(*id)).collect()
+        self.nodes
+            .keys()
+            .copied()
+            .filter(|id| self.is_running(*id))
+            .collect()
     }
 
     pub fn api(&self, id: u64) -> &str {
@@ -183,14 +187,23 @@ impl TestCluster {
                         break;
                     }
                 }
-                assert!(Instant::now() < deadline, "node {id} not ready in {timeout:?}; log:\n{}", self.log(id));
+                assert!(
+                    Instant::now() < deadline,
+                    "node {id} not ready in {timeout:?}; log:\n{}",
+                    self.log(id)
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
 
     pub async fn cluster_view(&self, id: u64) -> Option<Value> {
-        let r = self.http.get(format!("http://{}/v1/cluster", self.api(id))).send().await.ok()?;
+        let r = self
+            .http
+            .get(format!("http://{}/v1/cluster", self.api(id)))
+            .send()
+            .await
+            .ok()?;
         r.json().await.ok()
     }
 
@@ -200,7 +213,10 @@ impl TestCluster {
         loop {
             let mut seen = Vec::new();
             for id in self.running_ids() {
-                let leader = self.cluster_view(id).await.and_then(|v| v["leader_id"].as_u64());
+                let leader = self
+                    .cluster_view(id)
+                    .await
+                    .and_then(|v| v["leader_id"].as_u64());
                 seen.push(leader);
             }
             if let Some(Some(l)) = seen.first() {
@@ -211,19 +227,33 @@ impl TestCluster {
                     }
                 }
             }
-            assert!(Instant::now() < deadline, "no agreed leader in time: {seen:?}");
+            assert!(
+                Instant::now() < deadline,
+                "no agreed leader in time: {seen:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     /// A running node other than `not`.
     pub fn other_than(&self, not: u64) -> u64 {
-        self.running_ids().into_iter().find(|id| *id != not).expect("another running node")
+        self.running_ids()
+            .into_iter()
+            .find(|id| *id != not)
+            .expect("another running node")
     }
 
     /// One HTTP request; returns the status and JSON body (Null if none).
-    pub async fn call(&self, node: u64, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, format!("http://{}{}", self.api(node), path));
+    pub async fn call(
+        &self,
+        node: u64,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("http://{}{}", self.api(node), path));
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -233,13 +263,22 @@ impl TestCluster {
                 let value = r.json().await.unwrap_or(Value::Null);
                 (status, value)
             }
-            Err(e) => (StatusCode::BAD_GATEWAY, json!({"transport_error": e.to_string()})),
+            Err(e) => (
+                StatusCode::BAD_GATEWAY,
+                json!({"transport_error": e.to_string()}),
+            ),
         }
     }
 
     /// Like [`Self::call`] but retries 503s and transport errors (writes are idempotent)
     /// until `READY_TIMEOUT`, rotating over running nodes starting at `node`.
-    pub async fn call_retry(&self, node: u64, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call_retry(
+        &self,
+        node: u64,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut target = node;
         loop {
@@ -247,7 +286,10 @@ impl TestCluster {
             if status != StatusCode::SERVICE_UNAVAILABLE && status != StatusCode::BAD_GATEWAY {
                 return (status, value);
             }
-            assert!(Instant::now() < deadline, "{method} {path} kept failing: {status} {value}");
+            assert!(
+                Instant::now() < deadline,
+                "{method} {path} kept failing: {status} {value}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
             let ids = self.running_ids();
             let pos = ids.iter().position(|i| *i == target).unwrap_or(0);
@@ -255,7 +297,13 @@ impl TestCluster {
         }
     }
 
-    pub async fn acquire(&self, node: u64, key: &str, owner: &str, ttl_ms: u64) -> (StatusCode, Value) {
+    pub async fn acquire(
+        &self,
+        node: u64,
+        key: &str,
+        owner: &str,
+        ttl_ms: u64,
+    ) -> (StatusCode, Value) {
         self.call_retry(
             node,
             reqwest::Method::POST,
@@ -266,7 +314,13 @@ impl TestCluster {
     }
 
     pub async fn get_local(&self, node: u64, key: &str) -> (StatusCode, Value) {
-        self.call(node, reqwest::Method::GET, &format!("/v1/locks/{key}?consistency=local"), None).await
+        self.call(
+            node,
+            reqwest::Method::GET,
+            &format!("/v1/locks/{key}?consistency=local"),
+            None,
+        )
+        .await
     }
 }
 

@@ -1,0 +1,32 @@
+//! Deterministic refusals of the state machine, and snapshot validation errors.
+
+use serde::{Deserialize, Serialize};
+
+use super::command::Grant;
+use super::types::{Key, Owner, Token};
+
+/// A command the rules refuse. Part of the replicated [`super::Reply`]: every replica
+/// refuses the same command the same way.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum LockError {
+    /// Another owner holds a live lease on the key.
+    #[error("lock {} is held by {} with token {}", holder.key, holder.owner, holder.token)]
+    Held { holder: Grant },
+    /// The token no longer holds the key (expired, released, or re-granted).
+    #[error("token {token} no longer holds {key}")]
+    Lost {
+        key: Key,
+        token: Token,
+        current: Option<Token>,
+    },
+    /// Release by owner from an owner that does not hold the key.
+    #[error("{owner} does not hold {key}")]
+    NotOwner { key: Key, owner: Owner },
+}
+
+/// A snapshot or stored table that breaks the table's invariants.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("key {0} appears twice")]
+    DuplicateKey(Key),
+}

@@ -1,0 +1,178 @@
+//! Golden-script tests of the lock table: one scenario per file in `testscripts/`.
+//!
+//! Commands (`now=` is the command's cluster time; every applied command takes the next
+//! log index, starting at 1):
+//! `acquire KEY owner=O ttl=T now=N`, `renew KEY token=T [ttl=T] now=N`,
+//! `release KEY token=T now=N`, `release_by_owner KEY owner=O now=N`,
+//! `force_release KEY now=N`, `sweep now=N`, `refresh now=N` (apply);
+//! `get KEY now=N`, `list [prefix=P] [after=K] [limit=L] now=N`,
+//! `validate KEY token=T now=N`, `dump` (queries).
+//! Regenerate with `UPDATE_GOLDENFILES=1 cargo test --release` and review the diff.
+
+use std::error::Error;
+use std::fmt::Write as _;
+
+use super::*;
+
+#[derive(Default)]
+struct TableRunner {
+    table: LockTable,
+    index: u64,
+}
+
+fn fmt_grant(g: &Grant) -> String {
+    format!(
+        "{} owner={} token={} acquired={} renewed={} expires={} ttl={}",
+        g.key, g.owner, g.token, g.acquired_at_ms, g.renewed_at_ms, g.expires_at_ms, g.ttl_ms
+    )
+}
+
+fn fmt_reply(r: &Reply) -> String {
+    match r {
+        Reply::Granted(g) => format!("granted {}", fmt_grant(g)),
+        Reply::Released(r) => match r.reason {
+            None => format!("released {} at={}", r.key, r.at_ms),
+            Some(reason) => format!(
+                "not released {} reason={} at={}",
+                r.key,
+                reason.as_str(),
+                r.at_ms
+            ),
+        },
+        Reply::Swept { expired } => format!("swept expired={expired}"),
+        Reply::Refreshed { leases } => format!("refreshed leases={leases}"),
+        Reply::Refused(e) => format!("refused: {e}"),
+        Reply::Nothing => "nothing".to_string(),
+    }
+}
+
+impl goldenscript::Runner for TableRunner {
+    fn run(&mut self, command: &goldenscript::Command) -> Result<String, Box<dyn Error>> {
+        let mut args = command.consume_args();
+        let mut out = String::new();
+        let key = |args: &mut goldenscript::ArgumentConsumer| -> Result<Key, Box<dyn Error>> {
+            let raw = &args.next_pos().ok_or("key not given")?.value;
+            Ok(Key::parse(raw.as_str())?)
+        };
+        let now = |args: &mut goldenscript::ArgumentConsumer| -> Result<u64, Box<dyn Error>> {
+            Ok(args.lookup_parse("now")?.ok_or("now= not given")?)
+        };
+        let cmd = match command.name.as_str() {
+            "acquire" => {
+                let key = key(&mut args)?;
+                let owner = Owner::parse(
+                    args.lookup("owner")
+                        .ok_or("owner= not given")?
+                        .value
+                        .as_str(),
+                )?;
+                let ttl = args.lookup_parse("ttl")?.ok_or("ttl= not given")?;
+                Some(Command::acquire(key, owner, ttl, now(&mut args)?))
+            }
+            "renew" => {
+                let key = key(&mut args)?;
+                let token = Token(args.lookup_parse("token")?.ok_or("token= not given")?);
+                let ttl = args.lookup_parse("ttl")?;
+                Some(Command::renew(key, token, ttl, now(&mut args)?))
+            }
+            "release" => {
+                let key = key(&mut args)?;
+                let token = Token(args.lookup_parse("token")?.ok_or("token= not given")?);
+                Some(Command::release(key, token, now(&mut args)?))
+            }
+            "release_by_owner" => {
+                let key = key(&mut args)?;
+                let owner = Owner::parse(
+                    args.lookup("owner")
+                        .ok_or("owner= not given")?
+                        .value
+                        .as_str(),
+                )?;
+                Some(Command::release_by_owner(key, owner, now(&mut args)?))
+            }
+            "force_release" => {
+                let key = key(&mut args)?;
+                Some(Command::force_release(key, now(&mut args)?))
+            }
+            "sweep" => Some(Command::sweep(now(&mut args)?)),
+            "refresh" => Some(Command::refresh_leases(now(&mut args)?)),
+            "get" => {
+                let key = key(&mut args)?;
+                match self.table.get(&key, now(&mut args)?) {
+                    Some(g) => writeln!(out, "{}", fmt_grant(g))?,
+                    None => writeln!(out, "{key}: none")?,
+                }
+                None
+            }
+            "list" => {
+                let prefix = args
+                    .lookup("prefix")
+                    .map(|a| a.value.clone())
+                    .unwrap_or_default();
+                let after = args
+                    .lookup("after")
+                    .map(|a| Key::parse(a.value.as_str()))
+                    .transpose()?;
+                let limit = args.lookup_parse("limit")?.unwrap_or(100);
+                let now = now(&mut args)?;
+                for g in self.table.list(&prefix, after.as_ref(), limit, now) {
+                    writeln!(out, "{}", fmt_grant(g))?;
+                }
+                None
+            }
+            "validate" => {
+                let key = key(&mut args)?;
+                let token = Token(args.lookup_parse("token")?.ok_or("token= not given")?);
+                let v = self.table.validate(&key, token, now(&mut args)?);
+                writeln!(
+                    out,
+                    "valid={} current={:?}",
+                    v.valid,
+                    v.current_token.map(|t| t.0)
+                )?;
+                None
+            }
+            "dump" => {
+                writeln!(out, "clock={}", self.table.now_ms())?;
+                for g in self.table.grants() {
+                    writeln!(out, "{}", fmt_grant(g))?;
+                }
+                None
+            }
+            name => return Err(format!("unknown command {name}").into()),
+        };
+        args.reject_rest()?;
+        if let Some(cmd) = cmd {
+            self.index += 1;
+            let applied = self.table.apply(self.index, &cmd);
+            self.table.assert_consistent();
+            let changed: Vec<&str> = applied.changed.iter().map(|k| k.as_str()).collect();
+            writeln!(
+                out,
+                "{}: {} changed={changed:?}",
+                self.index,
+                fmt_reply(&applied.reply)
+            )?;
+        }
+        Ok(out)
+    }
+}
+
+#[test]
+fn golden_scripts() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/locks/testscripts");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .expect("testscripts directory")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    paths.sort();
+    assert!(
+        paths.len() >= 10,
+        "expected the golden scripts in {}",
+        dir.display()
+    );
+    for path in paths {
+        goldenscript::run(&mut TableRunner::default(), &path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+}

@@ -1,0 +1,223 @@
+//! Validated newtypes: [`Key`], [`Owner`], [`Token`].
+//!
+//! A `Key` or `Owner` exists only if it is valid, so the rest of the crate never checks
+//! again. Deserialisation validates too (`serde(try_from)`), so a corrupt snapshot or a
+//! peer's bad message cannot smuggle an invalid key into the table.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest key, in bytes.
+pub const MAX_KEY_LEN: usize = 255;
+/// Longest owner, in bytes.
+pub const MAX_OWNER_LEN: usize = 255;
+/// How much of a bad input an error message quotes.
+const QUOTE_LEN: usize = 40;
+
+/// Input that is not a valid key or owner; the message says what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidInput {
+    #[error("{0}")]
+    Key(String),
+    #[error("{0}")]
+    Owner(String),
+}
+
+/// A lock name: 1 to 255 bytes of `[A-Za-z0-9._:-]`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Key(String);
+
+/// The identity that holds a lock: 1 to 255 bytes of printable ASCII (0x20..=0x7e).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Owner(String);
+
+/// A fencing token: the Raft log index of the entry that granted the lock.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Token(pub u64);
+
+fn is_key_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-')
+}
+
+fn is_owner_byte(b: u8) -> bool {
+    (0x20..=0x7e).contains(&b)
+}
+
+/// Checks length and charset; returns the problem in words.
+fn check(
+    s: &str,
+    what: &str,
+    max: usize,
+    allowed: fn(u8) -> bool,
+    charset: &str,
+) -> Result<(), String> {
+    if s.is_empty() || s.len() > max {
+        return Err(format!(
+            "{what} must be 1 to {max} bytes of {charset}, got {} bytes",
+            s.len()
+        ));
+    }
+    if let Some(pos) = s.bytes().position(|b| !allowed(b)) {
+        let shown: String = s.chars().take(QUOTE_LEN).collect();
+        return Err(format!(
+            "{what} {shown:?} has a byte outside {charset} at offset {pos}"
+        ));
+    }
+    Ok(())
+}
+
+impl Key {
+    /// Validates `s` as a key.
+    pub fn parse(s: impl Into<String>) -> Result<Key, InvalidInput> {
+        let s = s.into();
+        check(&s, "key", MAX_KEY_LEN, is_key_byte, "[A-Za-z0-9._:-]").map_err(InvalidInput::Key)?;
+        Ok(Key(s))
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Owner {
+    /// Validates `s` as an owner.
+    pub fn parse(s: impl Into<String>) -> Result<Owner, InvalidInput> {
+        let s = s.into();
+        check(&s, "owner", MAX_OWNER_LEN, is_owner_byte, "printable ASCII")
+            .map_err(InvalidInput::Owner)?;
+        Ok(Owner(s))
+    }
+
+    /// The owner as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Key {
+    type Error = InvalidInput;
+    fn try_from(s: String) -> Result<Key, InvalidInput> {
+        Key::parse(s)
+    }
+}
+
+impl From<Key> for String {
+    fn from(k: Key) -> String {
+        k.0
+    }
+}
+
+impl TryFrom<String> for Owner {
+    type Error = InvalidInput;
+    fn try_from(s: String) -> Result<Owner, InvalidInput> {
+        Owner::parse(s)
+    }
+}
+
+impl From<Owner> for String {
+    fn from(o: Owner) -> String {
+        o.0
+    }
+}
+
+/// Lets the table range over keys by `&str` (prefix scans); `Key`'s order is its
+/// string's order, as `Borrow` requires.
+impl std::borrow::Borrow<str> for Key {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use test_case::test_case;
+
+    #[test_case("deploy" ; "word")]
+    #[test_case("order:12345" ; "colon and digits")]
+    #[test_case("a.b_c-d:E9" ; "every punctuation")]
+    #[test_case("x" ; "one byte")]
+    fn valid_keys(s: &str) {
+        assert_eq!(Key::parse(s).unwrap().as_str(), s);
+    }
+
+    #[test_case("" ; "empty")]
+    #[test_case("a/b" ; "slash")]
+    #[test_case("a b" ; "space")]
+    #[test_case("été" ; "unicode")]
+    #[test_case("a\nb" ; "newline")]
+    #[test_case("a\u{0}" ; "nul")]
+    fn invalid_keys(s: &str) {
+        assert!(matches!(Key::parse(s), Err(InvalidInput::Key(_))));
+    }
+
+    #[test]
+    fn key_length_limit_is_255_bytes() {
+        assert!(Key::parse("k".repeat(255)).is_ok());
+        let err = Key::parse("k".repeat(256)).unwrap_err().to_string();
+        assert!(err.contains("got 256 bytes"), "{err}");
+    }
+
+    #[test_case("ci-pipeline-123" ; "simple")]
+    #[test_case("host 10.0.0.1 pid=42 {x}" ; "spaces and symbols")]
+    #[test_case("~" ; "tilde")]
+    fn valid_owners(s: &str) {
+        assert_eq!(Owner::parse(s).unwrap().as_str(), s);
+    }
+
+    #[test_case("" ; "empty")]
+    #[test_case("tab\there" ; "tab")]
+    #[test_case("del\u{7f}" ; "del")]
+    #[test_case("naïve" ; "unicode")]
+    fn invalid_owners(s: &str) {
+        assert!(matches!(Owner::parse(s), Err(InvalidInput::Owner(_))));
+    }
+
+    #[test]
+    fn owner_length_limit_is_255_bytes() {
+        assert!(Owner::parse("o".repeat(255)).is_ok());
+        assert!(Owner::parse("o".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn error_messages_do_not_echo_huge_input() {
+        let err = Key::parse(format!("{}/", "k".repeat(200)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.len() < 150, "{err}");
+        assert!(err.contains("offset 200"), "{err}");
+    }
+
+    #[test]
+    fn deserialising_validates() {
+        let bytes = postcard::to_stdvec("bad key").unwrap();
+        assert!(postcard::from_bytes::<Key>(&bytes).is_err());
+        let bytes = postcard::to_stdvec("good-key").unwrap();
+        assert_eq!(
+            postcard::from_bytes::<Key>(&bytes).unwrap().as_str(),
+            "good-key"
+        );
+    }
+}
