@@ -32,6 +32,16 @@ async fn raw(
     (status, ct, value)
 }
 
+/// method, path, content type, body, expected status, expected code
+type Case = (
+    Method,
+    String,
+    Option<&'static str>,
+    String,
+    StatusCode,
+    &'static str,
+);
+
 async fn state_digest(cluster: &TestCluster, node: u64) -> Value {
     let (status, page) = cluster
         .call_retry(node, Method::GET, "/v1/locks?limit=1000", None)
@@ -54,7 +64,7 @@ async fn bad_inputs_get_their_codes_and_change_nothing() {
     let long_key = "k".repeat(256);
     let long_owner = "o".repeat(256);
     let huge = format!("{{\"owner\":\"{}\"}}", "x".repeat(20_000));
-    let cases: Vec<(Method, String, Option<&str>, String, StatusCode, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             Method::POST,
             "/v1/locks/bad%2Fkey/acquire".into(),

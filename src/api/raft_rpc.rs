@@ -60,12 +60,14 @@ fn decode_body<T: DeserializeOwned>(
     node: &Node,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<T, Response> {
+) -> Result<T, (StatusCode, String)> {
     if !authorized(node, headers) {
-        return Err((StatusCode::UNAUTHORIZED, "missing or wrong cluster secret").into_response());
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong cluster secret".into(),
+        ));
     }
-    codec::decode(body)
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("bad raft message: {e}")).into_response())
+    codec::decode(body).map_err(|e| (StatusCode::BAD_REQUEST, format!("bad raft message: {e}")))
 }
 
 fn encode_answer<T: Serialize, E: std::fmt::Display>(result: Result<T, E>) -> Response {
@@ -81,21 +83,21 @@ fn encode_answer<T: Serialize, E: std::fmt::Display>(result: Result<T, E>) -> Re
 async fn append(State(node): State<Node>, headers: HeaderMap, body: Bytes) -> Response {
     match decode_body::<AppendEntriesRequest>(&node, &headers, &body) {
         Ok(req) => encode_answer(node.raft().append_entries(req).await),
-        Err(resp) => resp,
+        Err(refusal) => refusal.into_response(),
     }
 }
 
 async fn vote(State(node): State<Node>, headers: HeaderMap, body: Bytes) -> Response {
     match decode_body::<VoteRequest>(&node, &headers, &body) {
         Ok(req) => encode_answer(node.raft().vote(req).await),
-        Err(resp) => resp,
+        Err(refusal) => refusal.into_response(),
     }
 }
 
 async fn pre_vote(State(node): State<Node>, headers: HeaderMap, body: Bytes) -> Response {
     match decode_body::<VoteRequest>(&node, &headers, &body) {
         Ok(req) => encode_answer(node.raft().pre_vote(req).await),
-        Err(resp) => resp,
+        Err(refusal) => refusal.into_response(),
     }
 }
 
@@ -108,14 +110,14 @@ async fn snapshot(State(node): State<Node>, headers: HeaderMap, body: Bytes) -> 
             };
             encode_answer(node.raft().install_full_snapshot(vote, snapshot).await)
         }
-        Err(resp) => resp,
+        Err(refusal) => refusal.into_response(),
     }
 }
 
 async fn transfer_leader(State(node): State<Node>, headers: HeaderMap, body: Bytes) -> Response {
     match decode_body::<TransferLeaderRequest>(&node, &headers, &body) {
         Ok(req) => encode_answer(node.raft().handle_transfer_leader(req).await),
-        Err(resp) => resp,
+        Err(refusal) => refusal.into_response(),
     }
 }
 

@@ -128,7 +128,7 @@ mod tests {
         let clock = ClusterClock::default();
         let t0 = Instant::now();
         let l = leader(3, 2);
-        clock.anchor(l.clone(), 10_000, 0, t0);
+        clock.anchor(l, 10_000, 0, t0);
         assert_eq!(
             clock.now_ms_for(&l, t0 + Duration::from_millis(250)),
             Some(10_250)
@@ -142,7 +142,7 @@ mod tests {
         let clock = ClusterClock::default();
         let t0 = Instant::now();
         let l = leader(3, 2);
-        clock.anchor(l.clone(), 10_000, 0, t0);
+        clock.anchor(l, 10_000, 0, t0);
         assert_eq!(clock.now_ms_for(&leader(4, 2), t0), None);
         clock.clear(&leader(4, 2));
         assert!(clock.now_ms_for(&l, t0).is_some());
@@ -155,7 +155,7 @@ mod tests {
         let clock = ClusterClock::default();
         let t0 = Instant::now();
         let l = leader(5, 1);
-        clock.anchor(l.clone(), 100, 0, t0);
+        clock.anchor(l, 100, 0, t0);
         assert_eq!(clock.ready_now_ms(&l, t0), None);
         clock.set_ready(&l);
         assert_eq!(clock.ready_now_ms(&l, t0), Some(100));

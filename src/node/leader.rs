@@ -46,7 +46,7 @@ pub(crate) fn watch_leadership(node: &Node) {
             async move {
                 let leader = leader_id.to_committed();
                 tracing::info!(node_id = node.id(), leader = %leader, "became leader");
-                let task = tokio::spawn(lead(node.clone(), leader.clone()));
+                let task = tokio::spawn(lead(node.clone(), leader));
                 let old = node.inner().leader_duties.lock().unwrap_or_else(|p| p.into_inner()).replace(Duties { leader, task });
                 if let Some(old) = old {
                     old.task.abort();
@@ -98,7 +98,7 @@ async fn lead(node: Node, leader: CommittedLeaderId) {
     let wall_ms = wall_clock_ms();
     let base = inner
         .clock
-        .anchor(leader.clone(), wall_ms, applied_ms, Instant::now());
+        .anchor(leader, wall_ms, applied_ms, Instant::now());
     tracing::info!(
         wall_ms,
         applied_ms,
@@ -110,10 +110,7 @@ async fn lead(node: Node, leader: CommittedLeaderId) {
         let Some(now_ms) = inner.clock.now_ms_for(&leader, Instant::now()) else {
             return;
         };
-        match node
-            .propose(leader.clone(), Command::refresh_leases(now_ms))
-            .await
-        {
+        match node.propose(leader, Command::refresh_leases(now_ms)).await {
             Ok(reply) => {
                 tracing::info!(?reply, "leases refreshed");
                 break;
@@ -140,7 +137,7 @@ async fn lead(node: Node, leader: CommittedLeaderId) {
         if !due {
             continue;
         }
-        match node.propose(leader.clone(), Command::sweep(now_ms)).await {
+        match node.propose(leader, Command::sweep(now_ms)).await {
             Ok(reply) => tracing::debug!(?reply, "swept"),
             Err(NodeError::NotLeader) | Err(NodeError::Stopped(_)) => return,
             Err(e) => tracing::warn!(error = %e, "sweep failed; will retry"),

@@ -140,7 +140,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
-        Ok((self.meta.last_applied.clone(), self.meta.membership.clone()))
+        Ok((self.meta.last_applied, self.meta.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -165,8 +165,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         applied.reply
                     }
                     EntryPayload::Membership(m) => {
-                        self.meta.membership =
-                            StoredMembership::new(Some(log_id.clone()), m.clone());
+                        self.meta.membership = StoredMembership::new(Some(log_id), m.clone());
                         Reply::Nothing
                     }
                     EntryPayload::Blank => Reply::Nothing,
@@ -216,7 +215,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let table = LockTable::from_snapshot(decoded)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         let new_meta = SmMeta {
-            last_applied: meta.last_log_id.clone(),
+            last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
             now_ms: table.now_ms(),
         };
