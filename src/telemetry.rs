@@ -3,7 +3,9 @@
 use tracing_subscriber::EnvFilter;
 
 /// Default log filter when `RUST_LOG` is not set.
-pub const DEFAULT_FILTER: &str = "baton=info,openraft=warn";
+/// openraft logs every failed heartbeat to a down peer as a warning (10+ lines a second
+/// during any outage); `/v1/cluster` reports reachability, so only its errors are kept.
+pub const DEFAULT_FILTER: &str = "baton=info,openraft=error";
 
 /// Installs the global `tracing` subscriber (stderr, `RUST_LOG` or [`DEFAULT_FILTER`]).
 pub fn init() {

@@ -121,6 +121,8 @@ pub(crate) struct Inner {
     table: SharedTable,
     clock: ClusterClock,
     leader_duties: Mutex<Option<leader::Duties>>,
+    /// The node's database; closed explicitly at shutdown (see [`Node::shutdown`]).
+    db: Mutex<Option<Arc<rocksdb::DB>>>,
     watch: Mutex<Option<openraft::raft::WatchChangeHandle<crate::raft::TypeConfig>>>,
 }
 
@@ -130,7 +132,7 @@ impl Node {
         let me = config.node(id)?.clone();
         let db = open_db(&me.data_dir.join("db"))?;
         let log_store = LogStore::open(db.clone())?;
-        let state_machine = StateMachine::open(db, me.data_dir.join("snapshots"))?;
+        let state_machine = StateMachine::open(db.clone(), me.data_dir.join("snapshots"))?;
         let table = state_machine.table();
         let r = &config.raft;
         let raft_config = openraft::Config {
@@ -157,6 +159,7 @@ impl Node {
                 table,
                 clock: ClusterClock::default(),
                 leader_duties: Mutex::new(None),
+                db: Mutex::new(Some(db)),
                 watch: Mutex::new(None),
             }),
         };
@@ -393,7 +396,11 @@ impl Node {
         }
     }
 
-    /// Stops leader duties and Raft. Idempotent.
+    /// Stops leader duties and Raft, then closes the database. Idempotent.
+    ///
+    /// RocksDB must be closed before the process exits: exiting with a live database
+    /// races its background threads against C++ static destructors (seen as
+    /// `pthread lock: Invalid argument` and an abort).
     pub async fn shutdown(&self) {
         let watch = self
             .inner
@@ -408,6 +415,15 @@ impl Node {
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
+        let db = self
+            .inner
+            .db
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(db) = db {
+            close_db(db).await;
+        }
     }
 }
 
@@ -419,4 +435,27 @@ fn server_state_name(s: ServerState) -> &'static str {
         ServerState::Leader => "leader",
         ServerState::Shutdown => "shutdown",
     }
+}
+
+/// How long shutdown waits for Raft's tasks to release the database.
+const DB_CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// Syncs the WAL, stops RocksDB's background work and waits (bounded) until this is the
+/// last handle, so that dropping it closes the database.
+async fn close_db(db: Arc<rocksdb::DB>) {
+    if let Err(e) = db.flush_wal(true) {
+        tracing::warn!(error = %e, "final WAL sync failed");
+    }
+    db.cancel_all_background_work(true);
+    let deadline = Instant::now() + DB_CLOSE_WAIT;
+    while Arc::strong_count(&db) > 1 && Instant::now() < deadline {
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    if Arc::strong_count(&db) > 1 {
+        tracing::warn!(
+            handles = Arc::strong_count(&db),
+            "database still in use at shutdown"
+        );
+    }
+    drop(db);
 }

@@ -127,7 +127,7 @@ impl TestCluster {
             .args(["server", "--config"])
             .arg(&self.config_path)
             .args(["--node", &id.to_string()])
-            .env("RUST_LOG", "baton=info,openraft=warn")
+            .env("RUST_LOG", "baton=info,openraft=error")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
