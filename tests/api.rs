@@ -6,6 +6,8 @@ use common::TestCluster;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
+/// One raw request; retries while the answer is 503 (no leader during an election on a
+/// busy machine) so that the test checks validation, not timing.
 async fn raw(
     cluster: &TestCluster,
     node: u64,
@@ -14,22 +16,29 @@ async fn raw(
     content_type: Option<&str>,
     body: &str,
 ) -> (StatusCode, String, Value) {
-    let mut req = cluster
-        .http
-        .request(method, format!("http://{}{}", cluster.api(node), path));
-    if let Some(ct) = content_type {
-        req = req.header("content-type", ct);
+    let deadline = std::time::Instant::now() + common::READY_TIMEOUT;
+    loop {
+        let mut req = cluster.http.request(
+            method.clone(),
+            format!("http://{}{}", cluster.api(node), path),
+        );
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let resp = req.body(body.to_string()).send().await.expect("send");
+        let status = resp.status();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let value = resp.json().await.unwrap_or(Value::Null);
+        if status != StatusCode::SERVICE_UNAVAILABLE || std::time::Instant::now() > deadline {
+            return (status, ct, value);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let resp = req.body(body.to_string()).send().await.expect("send");
-    let status = resp.status();
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    let value = resp.json().await.unwrap_or(Value::Null);
-    (status, ct, value)
 }
 
 /// method, path, content type, body, expected status, expected code
