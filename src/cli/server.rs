@@ -30,7 +30,7 @@ pub struct ServerArgs {
     /// Cluster description.
     #[arg(long, env = "BATON_CONFIG", default_value = "cluster.toml")]
     pub config: PathBuf,
-    /// Id of this node in the config's [[nodes]].
+    /// Id of this node in the config's `[[nodes]]`.
     #[arg(long, env = "BATON_NODE")]
     pub node: NodeId,
     /// Override this node's data_dir.

@@ -1,7 +1,7 @@
 //! Leader duties and cluster self-initialisation.
 //!
 //! When this node becomes the committed leader (openraft's `on_leader_change`, which
-//! alternates start/stop), it spawns [`lead`]:
+//! alternates start/stop), it spawns the duty task `lead`:
 //! 1. wait until everything committed before this term is applied (a read-index round),
 //!    so the table's clock holds the highest `now_ms` ever applied;
 //! 2. anchor the [`super::ClusterClock`] at `max(wall clock, that now_ms)`;

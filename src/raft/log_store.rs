@@ -3,7 +3,7 @@
 //! Invariants:
 //! - `save_vote` returns only after the WAL holding the vote is synced.
 //! - `append` writes its entries as one batch, so they are readable when it returns, and
-//!   queues openraft's flush callback to the [`Syncer`]. The syncer completes callbacks
+//!   queues openraft's flush callback to the syncer thread, which completes callbacks
 //!   only after an `fsync` that covers their entries (group commit: one sync for every
 //!   callback queued by then).
 //! - `truncate_after` is synced too: a conflicting suffix must not come back after a crash.
