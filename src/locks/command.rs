@@ -34,8 +34,11 @@ pub enum Command {
     ForceRelease { key: Key, now_ms: u64 },
     /// Remove every grant whose lease has run out (the leader's periodic sweep).
     Sweep { now_ms: u64 },
-    /// Extend every live lease to at least `now + ttl` (committed once by a new leader).
-    RefreshLeases { now_ms: u64 },
+    /// Extend every lease that was live at `live_at_ms` to at least `now_ms + ttl`
+    /// (committed once by a new leader). `live_at_ms` is the highest cluster time applied
+    /// when the leader took over, so a forward jump of the new leader's clock cannot
+    /// expire leases that were live under the old leader.
+    RefreshLeases { now_ms: u64, live_at_ms: u64 },
 }
 
 impl Command {
@@ -73,8 +76,8 @@ impl Command {
         Command::Sweep { now_ms }
     }
 
-    pub fn refresh_leases(now_ms: u64) -> Command {
-        Command::RefreshLeases { now_ms }
+    pub fn refresh_leases(now_ms: u64, live_at_ms: u64) -> Command {
+        Command::RefreshLeases { now_ms, live_at_ms }
     }
 
     /// The cluster time the command was stamped with.
@@ -86,7 +89,7 @@ impl Command {
             | Command::ReleaseByOwner { now_ms, .. }
             | Command::ForceRelease { now_ms, .. }
             | Command::Sweep { now_ms }
-            | Command::RefreshLeases { now_ms } => *now_ms,
+            | Command::RefreshLeases { now_ms, .. } => *now_ms,
         }
     }
 

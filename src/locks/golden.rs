@@ -4,7 +4,7 @@
 //! log index, starting at 1):
 //! `acquire KEY owner=O ttl=T now=N`, `renew KEY token=T [ttl=T] now=N`,
 //! `release KEY token=T now=N`, `release_by_owner KEY owner=O now=N`,
-//! `force_release KEY now=N`, `sweep now=N`, `refresh now=N` (apply);
+//! `force_release KEY now=N`, `sweep now=N`, `refresh live_at=L now=N` (apply);
 //! `get KEY now=N`, `list [prefix=P] [after=K] [limit=L] now=N`,
 //! `validate KEY token=T now=N`, `dump` (queries).
 //! Regenerate with `UPDATE_GOLDENFILES=1 cargo test --release` and review the diff.
@@ -95,7 +95,10 @@ impl goldenscript::Runner for TableRunner {
                 Some(Command::force_release(key, now(&mut args)?))
             }
             "sweep" => Some(Command::sweep(now(&mut args)?)),
-            "refresh" => Some(Command::refresh_leases(now(&mut args)?)),
+            "refresh" => {
+                let live_at = args.lookup_parse("live_at")?.ok_or("live_at= not given")?;
+                Some(Command::refresh_leases(now(&mut args)?, live_at))
+            }
             "get" => {
                 let key = key(&mut args)?;
                 match self.table.get(&key, now(&mut args)?) {

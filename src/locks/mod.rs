@@ -23,9 +23,10 @@
 //! answers `released: false` once the lock is gone.
 //!
 //! # Promotion
-//! A new leader commits [`Command::RefreshLeases`], which extends every live lease to
-//! at least `now + ttl_ms`: holders could not renew while there was no leader, so a
-//! leader change may lengthen leases and never shortens them.
+//! A new leader commits [`Command::RefreshLeases`], which extends every lease that was
+//! live at the last applied time to at least `now + ttl_ms`: holders could not renew
+//! while there was no leader, so a leader change may lengthen leases and never shortens
+//! them — not even when the new leader's wall clock (its time anchor) is far ahead.
 //!
 //! # What this module does not do
 //! It does not validate TTL bounds (the API does, from `[lease]`), persist anything

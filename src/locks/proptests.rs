@@ -57,7 +57,7 @@ fn commands(steps: &[Step]) -> Vec<Command> {
                 4 => Command::release_by_owner(key, owner, at),
                 5 => Command::force_release(key, at),
                 6 => Command::sweep(at),
-                _ => Command::refresh_leases(at),
+                _ => Command::refresh_leases(at, at.saturating_sub(s.lag)),
             }
         })
         .collect()

@@ -108,7 +108,7 @@ impl LockTable {
                 }
             }
             Command::Sweep { .. } => self.sweep(now),
-            Command::RefreshLeases { .. } => self.refresh(now),
+            Command::RefreshLeases { live_at_ms, .. } => self.refresh((*live_at_ms).min(now), now),
         }
     }
 
@@ -179,11 +179,11 @@ impl LockTable {
         }
     }
 
-    fn refresh(&mut self, now: u64) -> Applied {
+    fn refresh(&mut self, live_at: u64, now: u64) -> Applied {
         let extended: Vec<Grant> = self
             .locks
             .values()
-            .filter(|g| g.is_live(now) && g.expires_at_ms < now.saturating_add(g.ttl_ms))
+            .filter(|g| g.is_live(live_at) && g.expires_at_ms < now.saturating_add(g.ttl_ms))
             .map(|g| Grant {
                 expires_at_ms: now.saturating_add(g.ttl_ms),
                 ..g.clone()

@@ -5,7 +5,9 @@
 //! 1. wait until everything committed before this term is applied (a read-index round),
 //!    so the table's clock holds the highest `now_ms` ever applied;
 //! 2. anchor the [`super::ClusterClock`] at `max(wall clock, that now_ms)`;
-//! 3. commit one `RefreshLeases` entry (leases may lengthen on failover, never shorten),
+//! 3. commit one `RefreshLeases` entry: every lease live at that applied time runs at
+//!    least its full TTL from now (leases may lengthen on failover, never shorten, even
+//!    if this node's wall clock is ahead),
 //!    then mark the clock ready for client writes;
 //! 4. every sweep interval, commit a `Sweep` when some lease has run out.
 //!
@@ -110,7 +112,10 @@ async fn lead(node: Node, leader: CommittedLeaderId) {
         let Some(now_ms) = inner.clock.now_ms_for(&leader, Instant::now()) else {
             return;
         };
-        match node.propose(leader, Command::refresh_leases(now_ms)).await {
+        match node
+            .propose(leader, Command::refresh_leases(now_ms, applied_ms))
+            .await
+        {
             Ok(reply) => {
                 tracing::info!(?reply, "leases refreshed");
                 break;
