@@ -1,5 +1,6 @@
 //! The `baton` command line: one file per subcommand.
 
+pub mod chaos;
 pub mod server;
 
 use std::process::ExitCode;
@@ -19,6 +20,9 @@ pub struct Cli {
 pub enum Commands {
     /// Run one node of the cluster described in the config file.
     Server(server::ServerArgs),
+    /// Chaos-suite tools (used by scripts/chaos).
+    #[command(hide = true)]
+    Chaos(chaos::ChaosArgs),
 }
 
 /// Parses the command line and runs the subcommand; the exit code is the command's.
@@ -26,5 +30,6 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Commands::Server(args) => server::run(args),
+        Commands::Chaos(args) => chaos::run(args),
     }
 }

@@ -1,0 +1,392 @@
+//! Safety checks over a recorded history.
+//!
+//! Each check looks only at what the history proves: an `ok` operation happened with its
+//! recorded result, a `fail` did not happen, and an `unknown` one may or may not have.
+//! - **Token order** ([`check_token_order`]): if grant A completed before grant B was
+//!   invoked (real time), A's token is not larger than B's; one token is never granted
+//!   for two keys or two owners.
+//! - **Lease overlap** ([`check_lease_overlap`]): two grants of one key never overlap in
+//!   cluster time: a grant starts no earlier than the end of the previous grant's lease
+//!   as last acknowledged (or its acknowledged release).
+//! - **Fenced resource** ([`check_resource`]): the resource never accepted a token lower
+//!   than one it had accepted before for the key, nor one token from two owners.
+//!
+//! Violations name the operations involved by their index in the history.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::history::{Op, OpKind, Outcome};
+
+/// One broken rule, with the operations that show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// Stable name of the rule: `token_order`, `token_reuse`, `lease_overlap`,
+    /// `stale_token_accepted`, `token_shared`.
+    pub rule: &'static str,
+    pub message: String,
+    /// Indexes into the history.
+    pub ops: Vec<usize>,
+}
+
+/// Every check over `ops`.
+pub fn check_all(ops: &[Op]) -> Vec<Violation> {
+    let mut v = check_token_order(ops);
+    v.extend(check_lease_overlap(ops));
+    v.extend(check_resource(ops));
+    v
+}
+
+fn granted(op: &Op) -> Option<u64> {
+    (op.outcome == Outcome::Ok && op.kind == OpKind::Acquire)
+        .then_some(op.token)
+        .flatten()
+}
+
+/// Tokens increase in real-time order per key, and each token belongs to one grant.
+pub fn check_token_order(ops: &[Op]) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    let mut by_key: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut owner_of: BTreeMap<u64, usize> = BTreeMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        let Some(token) = granted(op) else { continue };
+        by_key.entry(op.key.as_str()).or_default().push(i);
+        match owner_of.get(&token) {
+            Some(&j) if ops[j].key != op.key || ops[j].owner != op.owner => {
+                violations.push(Violation {
+                    rule: "token_reuse",
+                    message: format!(
+                        "token {token} granted to {}/{:?} and to {}/{:?}",
+                        ops[j].key, ops[j].owner, op.key, op.owner
+                    ),
+                    ops: vec![j, i],
+                })
+            }
+            Some(_) => {}
+            None => {
+                owner_of.insert(token, i);
+            }
+        }
+    }
+    for grants in by_key.values() {
+        // Sweep in invoke order, folding in every grant that completed before.
+        let mut by_invoke = grants.clone();
+        by_invoke.sort_by_key(|&i| ops[i].invoke_ms);
+        let mut by_complete = grants.clone();
+        by_complete.sort_by_key(|&i| ops[i].complete_ms);
+        let mut done = 0;
+        let mut max_before: Option<usize> = None;
+        for &b in &by_invoke {
+            while done < by_complete.len() && ops[by_complete[done]].complete_ms < ops[b].invoke_ms
+            {
+                let a = by_complete[done];
+                if max_before.is_none_or(|m| ops[a].token > ops[m].token) {
+                    max_before = Some(a);
+                }
+                done += 1;
+            }
+            if let Some(a) = max_before {
+                if ops[a].token > ops[b].token {
+                    violations.push(Violation {
+                        rule: "token_order",
+                        message: format!(
+                            "key {}: token {:?} was granted before token {:?} was asked for",
+                            ops[b].key, ops[a].token, ops[b].token
+                        ),
+                        ops: vec![a, b],
+                    });
+                }
+            }
+        }
+    }
+    violations
+}
+
+/// A grant's lease in cluster time as acknowledged: `[start, end)`.
+struct Lease {
+    token: u64,
+    start: u64,
+    end: u64,
+    /// The operations that set start and end.
+    ops: Vec<usize>,
+}
+
+/// Grants of one key never overlap in cluster time.
+pub fn check_lease_overlap(ops: &[Op]) -> Vec<Violation> {
+    let mut leases: BTreeMap<(&str, u64), Lease> = BTreeMap::new();
+    let mut maybe_released: Vec<(&str, u64)> = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        let Some(token) = op.token else { continue };
+        let id = (op.key.as_str(), token);
+        match (op.kind, op.outcome) {
+            (OpKind::Acquire | OpKind::Renew, Outcome::Ok) => {
+                let (Some(start), Some(end)) = (op.acquired_at_ms, op.expires_at_ms) else {
+                    continue;
+                };
+                let lease = leases.entry(id).or_insert(Lease {
+                    token,
+                    start,
+                    end,
+                    ops: Vec::new(),
+                });
+                lease.start = lease.start.min(start);
+                lease.end = lease.end.max(end);
+                lease.ops.push(i);
+            }
+            (OpKind::Release, Outcome::Unknown) => maybe_released.push(id),
+            _ => {}
+        }
+    }
+    // An acknowledged release ends the lease at its time; an unknown one may have ended
+    // it at any time, so such a lease proves nothing about its successors.
+    for (i, op) in ops.iter().enumerate() {
+        if op.kind == OpKind::Release && op.outcome == Outcome::Ok && op.released == Some(true) {
+            if let (Some(token), Some(at)) = (op.token, op.at_ms) {
+                if let Some(lease) = leases.get_mut(&(op.key.as_str(), token)) {
+                    lease.end = lease.end.min(at);
+                    lease.ops.push(i);
+                }
+            }
+        }
+    }
+    for id in maybe_released {
+        leases.remove(&id);
+    }
+    let mut per_key: BTreeMap<&str, Vec<&Lease>> = BTreeMap::new();
+    for ((key, _), lease) in &leases {
+        per_key.entry(key).or_default().push(lease);
+    }
+    let mut violations = Vec::new();
+    for (key, mut list) in per_key {
+        list.sort_by_key(|l| (l.start, l.token));
+        for pair in list.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            if b.start < a.end {
+                violations.push(Violation {
+                    rule: "lease_overlap",
+                    message: format!(
+                        "key {key}: token {} granted at {} while token {} held it until {}",
+                        b.token, b.start, a.token, a.end
+                    ),
+                    ops: a.ops.iter().chain(&b.ops).copied().collect(),
+                });
+            }
+        }
+    }
+    violations
+}
+
+/// The fenced resource never accepted a stale token, nor one token from two owners.
+pub fn check_resource(ops: &[Op]) -> Vec<Violation> {
+    let mut accepted: Vec<usize> = ops
+        .iter()
+        .enumerate()
+        .filter(|(_, op)| {
+            op.kind == OpKind::ResourceWrite && op.outcome == Outcome::Ok && op.token.is_some()
+        })
+        .map(|(i, _)| i)
+        .collect();
+    accepted.sort_by_key(|&i| (ops[i].seq.unwrap_or(u64::MAX), ops[i].complete_ms));
+    let mut highest: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut writer_of: BTreeMap<(&str, u64), usize> = BTreeMap::new();
+    let mut violations = Vec::new();
+    for i in accepted {
+        let op = &ops[i];
+        let token = op.token.unwrap_or_default();
+        if let Some(&h) = highest.get(op.key.as_str()) {
+            if ops[h].token > op.token {
+                violations.push(Violation {
+                    rule: "stale_token_accepted",
+                    message: format!(
+                        "key {}: resource accepted token {token} after token {:?}",
+                        op.key, ops[h].token
+                    ),
+                    ops: vec![h, i],
+                });
+                continue;
+            }
+        }
+        highest.insert(op.key.as_str(), i);
+        match writer_of.get(&(op.key.as_str(), token)) {
+            Some(&w) if ops[w].owner != op.owner => violations.push(Violation {
+                rule: "token_shared",
+                message: format!(
+                    "key {}: token {token} used by {:?} and {:?}",
+                    op.key, ops[w].owner, op.owner
+                ),
+                ops: vec![w, i],
+            }),
+            Some(_) => {}
+            None => {
+                writer_of.insert((op.key.as_str(), token), i);
+            }
+        }
+    }
+    violations
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(kind: OpKind, key: &str, owner: &str, token: u64, t: (u64, u64), outcome: Outcome) -> Op {
+        Op {
+            process: owner.to_string(),
+            key: key.to_string(),
+            kind,
+            owner: Some(owner.to_string()),
+            token: Some(token),
+            invoke_ms: t.0,
+            complete_ms: t.1,
+            outcome,
+            acquired_at_ms: None,
+            expires_at_ms: None,
+            released: None,
+            at_ms: None,
+            seq: None,
+            error: None,
+        }
+    }
+
+    fn grant(key: &str, owner: &str, token: u64, t: (u64, u64), lease: (u64, u64)) -> Op {
+        Op {
+            acquired_at_ms: Some(lease.0),
+            expires_at_ms: Some(lease.1),
+            ..op(OpKind::Acquire, key, owner, token, t, Outcome::Ok)
+        }
+    }
+
+    fn release(key: &str, owner: &str, token: u64, t: (u64, u64), at: u64, outcome: Outcome) -> Op {
+        Op {
+            released: Some(true),
+            at_ms: Some(at),
+            ..op(OpKind::Release, key, owner, token, t, outcome)
+        }
+    }
+
+    fn write(key: &str, owner: &str, token: u64, seq: u64, accepted: bool) -> Op {
+        let outcome = if accepted { Outcome::Ok } else { Outcome::Fail };
+        Op {
+            seq: Some(seq),
+            ..op(
+                OpKind::ResourceWrite,
+                key,
+                owner,
+                token,
+                (seq, seq),
+                outcome,
+            )
+        }
+    }
+
+    fn rules(v: &[Violation]) -> Vec<&'static str> {
+        v.iter().map(|v| v.rule).collect()
+    }
+
+    #[test]
+    fn a_valid_history_passes() {
+        let h = vec![
+            grant("k", "a", 3, (0, 5), (100, 1100)),
+            release("k", "a", 3, (10, 12), 400, Outcome::Ok),
+            grant("k", "b", 7, (20, 25), (400, 1400)),
+            op(OpKind::Acquire, "k", "c", 0, (21, 26), Outcome::Fail),
+            grant("j", "c", 9, (30, 31), (500, 1500)),
+            write("k", "a", 3, 1, true),
+            write("k", "b", 7, 2, true),
+            write("k", "a", 3, 3, false),
+        ];
+        assert_eq!(check_all(&h), vec![]);
+    }
+
+    #[test]
+    fn concurrent_grants_may_complete_in_any_token_order() {
+        let h = vec![
+            grant("k", "a", 9, (0, 50), (0, 10)),
+            grant("k", "a", 8, (10, 20), (0, 10)),
+        ];
+        assert!(check_token_order(&h).is_empty());
+    }
+
+    #[test]
+    fn a_smaller_token_after_a_larger_one_is_rejected() {
+        let h = vec![
+            grant("k", "a", 9, (0, 5), (0, 10)),
+            grant("k", "b", 8, (6, 8), (20, 30)),
+        ];
+        assert_eq!(rules(&check_token_order(&h)), vec!["token_order"]);
+    }
+
+    #[test]
+    fn one_token_for_two_owners_is_rejected() {
+        let h = vec![
+            grant("k", "a", 5, (0, 5), (0, 10)),
+            grant("j", "b", 5, (6, 8), (0, 10)),
+        ];
+        assert_eq!(rules(&check_token_order(&h)), vec!["token_reuse"]);
+    }
+
+    #[test]
+    fn overlapping_leases_are_rejected() {
+        let h = vec![
+            grant("k", "a", 3, (0, 5), (100, 1100)),
+            grant("k", "b", 7, (20, 25), (900, 1900)),
+        ];
+        let v = check_lease_overlap(&h);
+        assert_eq!(rules(&v), vec!["lease_overlap"]);
+        assert_eq!(v[0].ops, vec![0, 1]);
+    }
+
+    #[test]
+    fn a_renew_extends_the_lease_that_a_successor_must_respect() {
+        let mut renew = grant("k", "a", 3, (10, 12), (100, 2000));
+        renew.kind = OpKind::Renew;
+        let h = vec![
+            grant("k", "a", 3, (0, 5), (100, 1100)),
+            renew,
+            grant("k", "b", 7, (20, 25), (1500, 2500)),
+        ];
+        assert_eq!(rules(&check_lease_overlap(&h)), vec!["lease_overlap"]);
+    }
+
+    #[test]
+    fn an_unknown_release_may_have_freed_the_lock() {
+        let h = vec![
+            grant("k", "a", 3, (0, 5), (100, 1100)),
+            release("k", "a", 3, (10, 5000), 0, Outcome::Unknown),
+            grant("k", "b", 7, (20, 25), (300, 1300)),
+        ];
+        assert!(check_lease_overlap(&h).is_empty());
+    }
+
+    #[test]
+    fn an_acknowledged_release_ends_the_lease_at_its_time() {
+        let h = vec![
+            grant("k", "a", 3, (0, 5), (100, 1100)),
+            release("k", "a", 3, (10, 12), 600, Outcome::Ok),
+            grant("k", "b", 7, (20, 25), (500, 1500)),
+        ];
+        assert_eq!(rules(&check_lease_overlap(&h)), vec!["lease_overlap"]);
+    }
+
+    #[test]
+    fn a_resource_accepting_a_stale_token_is_caught() {
+        // The negative control: a resource that ignores tokens.
+        let h = vec![write("k", "b", 7, 1, true), write("k", "a", 3, 2, true)];
+        assert_eq!(rules(&check_resource(&h)), vec!["stale_token_accepted"]);
+    }
+
+    #[test]
+    fn a_token_used_by_two_owners_at_the_resource_is_caught() {
+        let h = vec![write("k", "a", 7, 1, true), write("k", "b", 7, 2, true)];
+        assert_eq!(rules(&check_resource(&h)), vec!["token_shared"]);
+    }
+
+    #[test]
+    fn history_lines_round_trip_through_json() {
+        let o = grant("k", "a", 3, (0, 5), (100, 1100));
+        let line = serde_json::to_string(&o).unwrap();
+        assert_eq!(serde_json::from_str::<Op>(&line).unwrap(), o);
+        assert!(serde_json::from_str::<Op>(r#"{"process":"p"}"#).is_err());
+    }
+}

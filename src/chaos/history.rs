@@ -1,0 +1,110 @@
+//! `history.jsonl`: one completed client operation per line.
+
+use std::io::BufRead;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// What the operation was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpKind {
+    Acquire,
+    Renew,
+    Release,
+    Read,
+    /// A write to the fenced resource, presenting `token`; `ok` = accepted.
+    ResourceWrite,
+}
+
+/// How the operation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Acknowledged: it happened, with the recorded result.
+    Ok,
+    /// Definitely refused: it did not happen.
+    Fail,
+    /// Timed out or `OUTCOME_UNKNOWN`: it may or may not have happened.
+    Unknown,
+}
+
+/// One operation of the history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Op {
+    /// The client process (or thread) that ran it.
+    pub process: String,
+    pub key: String,
+    pub kind: OpKind,
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// The token sent (renew, release, resource write) or granted (acquire `ok`).
+    #[serde(default)]
+    pub token: Option<u64>,
+    /// Workload monotonic time when the request was sent.
+    pub invoke_ms: u64,
+    /// Workload monotonic time when the answer (or the timeout) came.
+    pub complete_ms: u64,
+    pub outcome: Outcome,
+    /// Cluster time of the grant (acquire/renew `ok`).
+    #[serde(default)]
+    pub acquired_at_ms: Option<u64>,
+    /// Cluster time the lease runs out (acquire/renew `ok`).
+    #[serde(default)]
+    pub expires_at_ms: Option<u64>,
+    /// Whether a release freed the lock (release `ok`).
+    #[serde(default)]
+    pub released: Option<bool>,
+    /// Cluster time of a release (release `ok`).
+    #[serde(default)]
+    pub at_ms: Option<u64>,
+    /// The resource's acceptance order (resource writes).
+    #[serde(default)]
+    pub seq: Option<u64>,
+    /// Error code of a `fail` or `unknown` outcome.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// A history file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Parse {
+        path: String,
+        line: usize,
+        message: String,
+    },
+}
+
+/// Reads a JSON-lines history; blank lines are skipped.
+pub fn read(path: &Path) -> Result<Vec<Op>, HistoryError> {
+    let shown = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|source| HistoryError::Io {
+        path: shown.clone(),
+        source,
+    })?;
+    let mut ops = Vec::new();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|source| HistoryError::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let op = serde_json::from_str(&line).map_err(|e| HistoryError::Parse {
+            path: shown.clone(),
+            line: i + 1,
+            message: e.to_string(),
+        })?;
+        ops.push(op);
+    }
+    Ok(ops)
+}
