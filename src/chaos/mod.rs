@@ -13,3 +13,4 @@
 
 pub mod check;
 pub mod history;
+pub mod workload;

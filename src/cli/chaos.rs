@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use crate::chaos::{check, history};
+use crate::chaos::{check, history, workload};
 
 /// Arguments of `baton chaos`.
 #[derive(Debug, Args)]
@@ -24,6 +24,23 @@ pub struct ChaosArgs {
 /// Subcommands of `baton chaos`.
 #[derive(Debug, Subcommand)]
 pub enum ChaosCommand {
+    /// Run the client workload against a cluster and write DIR/history.jsonl.
+    Workload {
+        /// Comma-separated API addresses of every node.
+        #[arg(long, value_delimiter = ',')]
+        endpoints: Vec<String>,
+        /// How long to run, in seconds.
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The fenced resource ignores tokens (the checker must catch it).
+        #[arg(long)]
+        negative_control: bool,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Check DIR/history.jsonl and write DIR/results.json.
     Check {
         /// The run's output directory.
@@ -35,6 +52,42 @@ pub enum ChaosCommand {
 pub fn run(args: ChaosArgs) -> ExitCode {
     match args.command {
         ChaosCommand::Check { dir } => check_dir(&dir),
+        ChaosCommand::Workload {
+            endpoints,
+            duration,
+            seed,
+            negative_control,
+            out,
+        } => {
+            let settings = workload::Settings {
+                endpoints,
+                duration: std::time::Duration::from_secs(duration),
+                seed,
+                mixers: 4,
+                mix_keys: 32,
+                fenced_holders: 3,
+                fenced_keys: 2,
+                negative_control,
+                out,
+            };
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match rt.block_on(workload::run(settings)) {
+                Ok(n) => {
+                    println!("{n} operations recorded");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
     }
 }
 
