@@ -13,4 +13,5 @@
 
 pub mod check;
 pub mod history;
+pub mod report;
 pub mod workload;

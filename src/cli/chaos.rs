@@ -1,8 +1,9 @@
 //! `baton chaos check DIR` (hidden): check a chaos run's history and write its verdict.
 //!
-//! Reads `DIR/history.jsonl`, runs every check of [`crate::chaos::check`], writes
-//! `DIR/results.json` (`valid`, `ops`, `ops_by_outcome`, `violations`) and prints a short
-//! summary. Exit code 0 when the history is valid, 1 when it is not, 2 when it cannot be
+//! Reads `DIR/history.jsonl` (and the run's side files, see [`crate::chaos::report`]),
+//! runs every check of [`crate::chaos::check`], writes `DIR/results.json` (`valid`, `ops`,
+//! `ops_by_outcome`, `faults`, `failover_ms`, `violations`) and prints a short summary
+//! ending with `N passed, N failed` (checks). Exit code 0 when the history is valid, 1 when it is not, 2 when it cannot be
 //! read.
 
 use std::collections::BTreeMap;
@@ -12,7 +13,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use crate::chaos::{check, history, workload};
+use crate::chaos::{check, history, report, workload};
 
 /// Arguments of `baton chaos`.
 #[derive(Debug, Args)]
@@ -99,17 +100,33 @@ fn check_dir(dir: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let violations = check::check_all(&ops);
+    let run = match report::build(dir, &ops) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let checks: [(&str, Vec<check::Violation>); 4] = [
+        ("token order", check::check_token_order(&ops)),
+        ("lease overlap", check::check_lease_overlap(&ops)),
+        ("fenced resource", check::check_resource(&ops)),
+        ("replicas equal", run.violations.clone()),
+    ];
+    let violations: Vec<&check::Violation> = checks.iter().flat_map(|(_, v)| v).collect();
     let mut by_outcome: BTreeMap<String, u64> = BTreeMap::new();
     for op in &ops {
         *by_outcome
             .entry(format!("{:?}", op.outcome).to_lowercase())
             .or_default() += 1;
     }
+    let failover = report::p50_max(&run.failover_ms);
     let results = json!({
         "valid": violations.is_empty(),
         "ops": ops.len(),
         "ops_by_outcome": by_outcome,
+        "faults": run.faults,
+        "failover_ms": failover.map(|(p50, max)| json!({"p50": p50, "max": max, "samples": run.failover_ms.len()})),
         "violations": violations.iter().map(|v| json!({
             "rule": v.rule,
             "message": v.message,
@@ -123,19 +140,29 @@ fn check_dir(dir: &std::path::Path) -> ExitCode {
         eprintln!("error: cannot write {}: {e}", path.display());
         return ExitCode::from(2);
     }
-    println!("{} operations checked: {by_outcome:?}", ops.len());
+    println!("{} operations: {by_outcome:?}", ops.len());
+    println!("faults: {:?}", run.faults);
+    if let Some((p50, max)) = failover {
+        println!(
+            "leader fault -> first successful write: p50 {p50} ms, max {max} ms ({} samples)",
+            run.failover_ms.len()
+        );
+    }
     for v in &violations {
         println!("VIOLATION {}: {} (ops {:?})", v.rule, v.message, v.ops);
     }
+    let failed = checks.iter().filter(|(_, v)| !v.is_empty()).count();
+    for (name, v) in &checks {
+        println!(
+            "check {name}: {}",
+            if v.is_empty() { "ok" } else { "FAILED" }
+        );
+    }
+    println!("results in {}", path.display());
+    println!("{} passed, {failed} failed", checks.len() - failed);
     if violations.is_empty() {
-        println!("history valid; results in {}", path.display());
         ExitCode::SUCCESS
     } else {
-        println!(
-            "history INVALID: {} violations; results in {}",
-            violations.len(),
-            path.display()
-        );
         ExitCode::from(1)
     }
 }

@@ -1,0 +1,177 @@
+//! The run report: faults by kind, failover times from the probe, replica digests.
+//!
+//! Inputs besides the history, all optional (a hand-written history has none):
+//! `faults.jsonl` (`{"at_wall_ms","kind","node"}` per injected fault), `workload.json`
+//! (`{"start_wall_ms"}`, to put faults on the history's clock) and `digests.jsonl`
+//! (`{"node","applied_index","digest"}` per replica after healing).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::check::Violation;
+use super::history::{Op, OpKind, Outcome};
+
+/// Fault kinds after which the probe measures the time to the first successful write.
+const LEADER_FAULTS: [&str; 3] = ["kill_leader", "kill_all", "pause_leader"];
+
+#[derive(Debug, Deserialize)]
+struct Fault {
+    at_wall_ms: u64,
+    kind: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct WorkloadStart {
+    start_wall_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Digest {
+    node: u64,
+    applied_index: u64,
+    digest: String,
+}
+
+fn read_lines<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>, String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(Vec::new());
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).map_err(|e| format!("{}: {e}", path.display())))
+        .collect()
+}
+
+/// What the report adds to the checker's verdict.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    pub faults: BTreeMap<String, u64>,
+    /// Leader fault → first successful probe write, in ms, one per fault.
+    pub failover_ms: Vec<u64>,
+    pub violations: Vec<Violation>,
+}
+
+/// Reads the run's side files in `dir` and measures `ops` against them.
+pub fn build(dir: &Path, ops: &[Op]) -> Result<RunReport, String> {
+    let mut report = RunReport::default();
+    let faults: Vec<Fault> = read_lines(&dir.join("faults.jsonl"))?;
+    for f in &faults {
+        *report.faults.entry(f.kind.clone()).or_default() += 1;
+    }
+    let start: Vec<WorkloadStart> = read_lines(&dir.join("workload.json"))?;
+    if let Some(start) = start.first() {
+        let mut probes: Vec<&Op> = ops
+            .iter()
+            .filter(|o| {
+                o.process == "probe" && o.kind == OpKind::Acquire && o.outcome == Outcome::Ok
+            })
+            .collect();
+        probes.sort_by_key(|o| o.invoke_ms);
+        for f in faults
+            .iter()
+            .filter(|f| LEADER_FAULTS.contains(&f.kind.as_str()))
+        {
+            let at = f.at_wall_ms.saturating_sub(start.start_wall_ms);
+            if let Some(p) = probes.iter().find(|p| p.invoke_ms >= at) {
+                report.failover_ms.push(p.complete_ms.saturating_sub(at));
+            }
+        }
+    }
+    let digests: Vec<Digest> = read_lines(&dir.join("digests.jsonl"))?;
+    if let Some(first) = digests.first() {
+        let same_index = digests
+            .iter()
+            .all(|d| d.applied_index == first.applied_index);
+        let same_state = digests.iter().all(|d| d.digest == first.digest);
+        if !same_index || !same_state {
+            let shown: Vec<String> = digests
+                .iter()
+                .map(|d| {
+                    format!(
+                        "n{} applied {} digest {}",
+                        d.node, d.applied_index, d.digest
+                    )
+                })
+                .collect();
+            report.violations.push(Violation {
+                rule: if same_index {
+                    "replicas_diverged"
+                } else {
+                    "replicas_not_converged"
+                },
+                message: shown.join("; "),
+                ops: Vec::new(),
+            });
+        }
+    }
+    Ok(report)
+}
+
+/// `(p50, max)` of `values`, or `None` when empty.
+pub fn p50_max(values: &[u64]) -> Option<(u64, u64)> {
+    let mut v = values.to_vec();
+    v.sort_unstable();
+    Some((*v.get(v.len().checked_sub(1)? / 2)?, *v.last()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn p50_and_max() {
+        assert_eq!(p50_max(&[]), None);
+        assert_eq!(p50_max(&[5]), Some((5, 5)));
+        assert_eq!(p50_max(&[9, 1, 5]), Some((5, 9)));
+    }
+
+    #[test]
+    fn diverged_replicas_are_a_violation() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("digests.jsonl"),
+            "{\"node\":1,\"applied_index\":9,\"digest\":\"aa\"}\n{\"node\":2,\"applied_index\":9,\"digest\":\"bb\"}\n",
+        )
+        .unwrap();
+        let r = build(dir.path(), &[]).unwrap();
+        assert_eq!(r.violations.len(), 1);
+        assert_eq!(r.violations[0].rule, "replicas_diverged");
+    }
+
+    #[test]
+    fn failover_is_measured_from_the_fault_to_the_next_probe_success() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("workload.json"),
+            "{\"start_wall_ms\":1000}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("faults.jsonl"),
+            "{\"at_wall_ms\":3000,\"kind\":\"kill_leader\",\"node\":1}\n{\"at_wall_ms\":3500,\"kind\":\"kill_follower\",\"node\":2}\n",
+        )
+        .unwrap();
+        let probe = |invoke, complete| Op {
+            process: "probe".into(),
+            key: "probe".into(),
+            kind: OpKind::Acquire,
+            owner: Some("probe".into()),
+            token: Some(invoke),
+            invoke_ms: invoke,
+            complete_ms: complete,
+            outcome: Outcome::Ok,
+            acquired_at_ms: None,
+            expires_at_ms: None,
+            released: None,
+            at_ms: None,
+            seq: None,
+            error: None,
+        };
+        let r = build(dir.path(), &[probe(1900, 1905), probe(3600, 3610)]).unwrap();
+        assert_eq!(r.failover_ms, vec![1610]);
+        assert_eq!(r.faults.get("kill_leader"), Some(&1));
+        assert_eq!(r.faults.get("kill_follower"), Some(&1));
+    }
+}
