@@ -8,6 +8,7 @@
 //!   past their TTL before writing, so a stale holder must be refused by the resource;
 //! - a **probe** does acquire + release on one key at about 20 Hz, to measure
 //!   unavailability.
+//!
 //! Outcomes: 200 → `ok`; 409/4xx or `NO_LEADER` or a refused connection → `fail` (it did
 //! not happen); a timeout, a dropped connection after sending, or `OUTCOME_UNKNOWN` →
 //! `unknown` (it may have happened).
