@@ -246,6 +246,7 @@ mod tests {
             at_ms: None,
             seq: None,
             error: None,
+            endpoint: None,
         }
     }
 

@@ -65,6 +65,9 @@ pub struct Op {
     /// Error code of a `fail` or `unknown` outcome.
     #[serde(default)]
     pub error: Option<String>,
+    /// The node API address the request was sent to.
+    #[serde(default)]
+    pub endpoint: Option<String>,
 }
 
 /// A history file could not be read.

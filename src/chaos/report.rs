@@ -14,13 +14,17 @@ use super::check::Violation;
 use super::history::{Op, OpKind, Outcome};
 
 /// Fault kinds after which the probe measures the time to the first successful write.
-const LEADER_FAULTS: [&str; 3] = ["kill_leader", "kill_all", "pause_leader"];
+const LEADER_FAULTS: [&str; 4] = ["kill_leader", "kill_all", "pause_leader", "isolate_leader"];
 
 #[derive(Debug, Deserialize)]
 struct Fault {
     at_wall_ms: u64,
     kind: String,
+    node: u64,
 }
+
+/// Faults that cut a node off from its peers until the next `heal`.
+const ISOLATIONS: [&str; 2] = ["isolate_leader", "isolate_follower"];
 
 #[derive(Debug, Deserialize)]
 struct WorkloadStart {
@@ -50,6 +54,8 @@ pub struct RunReport {
     pub faults: BTreeMap<String, u64>,
     /// Leader fault → first successful probe write, in ms, one per fault.
     pub failover_ms: Vec<u64>,
+    /// Writes acknowledged by an isolated node while it was cut off (must be 0).
+    pub minority_side_writes: u64,
     pub violations: Vec<Violation>,
 }
 
@@ -57,9 +63,18 @@ pub struct RunReport {
 pub fn build(dir: &Path, ops: &[Op]) -> Result<RunReport, String> {
     let mut report = RunReport::default();
     let faults: Vec<Fault> = read_lines(&dir.join("faults.jsonl"))?;
-    for f in &faults {
+    for f in faults.iter().filter(|f| f.kind != "heal") {
         *report.faults.entry(f.kind.clone()).or_default() += 1;
     }
+    let config = std::fs::read_to_string(dir.join("cluster.toml")).unwrap_or_default();
+    let api_of = |node: u64| -> Option<String> {
+        let table: toml::Table = config.parse().ok()?;
+        let nodes = table.get("nodes")?.as_array()?;
+        let n = nodes
+            .iter()
+            .find(|n| n.get("id").and_then(|i| i.as_integer()) == i64::try_from(node).ok())?;
+        Some(n.get("api")?.as_str()?.to_string())
+    };
     let start: Vec<WorkloadStart> = read_lines(&dir.join("workload.json"))?;
     if let Some(start) = start.first() {
         let mut probes: Vec<&Op> = ops
@@ -69,6 +84,39 @@ pub fn build(dir: &Path, ops: &[Op]) -> Result<RunReport, String> {
             })
             .collect();
         probes.sort_by_key(|o| o.invoke_ms);
+        // Minority side: a write sent to an isolated node, begun and acknowledged while
+        // it was cut off, would have committed without a quorum.
+        for (i, f) in faults.iter().enumerate() {
+            if !ISOLATIONS.contains(&f.kind.as_str()) {
+                continue;
+            }
+            let Some(api) = api_of(f.node) else { continue };
+            let from = f.at_wall_ms.saturating_sub(start.start_wall_ms);
+            let until = faults[i + 1..]
+                .iter()
+                .find(|h| h.kind == "heal")
+                .map_or(u64::MAX, |h| {
+                    h.at_wall_ms.saturating_sub(start.start_wall_ms)
+                });
+            let acked = ops.iter().enumerate().filter(|(_, o)| {
+                matches!(o.kind, OpKind::Acquire | OpKind::Renew | OpKind::Release)
+                    && o.outcome == Outcome::Ok
+                    && o.endpoint.as_deref() == Some(api.as_str())
+                    && o.invoke_ms >= from
+                    && o.complete_ms <= until
+            });
+            for (j, o) in acked {
+                report.minority_side_writes += 1;
+                report.violations.push(Violation {
+                    rule: "minority_side_write",
+                    message: format!(
+                        "node {} acknowledged a {:?} on {} while isolated",
+                        f.node, o.kind, o.key
+                    ),
+                    ops: vec![j],
+                });
+            }
+        }
         for f in faults
             .iter()
             .filter(|f| LEADER_FAULTS.contains(&f.kind.as_str()))
@@ -168,6 +216,7 @@ mod tests {
             at_ms: None,
             seq: None,
             error: None,
+            endpoint: None,
         };
         let r = build(dir.path(), &[probe(1900, 1905), probe(3600, 3610)]).unwrap();
         assert_eq!(r.failover_ms, vec![1610]);

@@ -89,6 +89,7 @@ fn rfc3339_ms(v: &Value) -> Option<u64> {
 
 /// A client's view of one answer.
 struct Answer {
+    endpoint: String,
     outcome: Outcome,
     body: Value,
     error: Option<String>,
@@ -111,7 +112,8 @@ impl Client {
     }
 
     async fn call(&mut self, method: reqwest::Method, path: &str, body: Option<Value>) -> Answer {
-        let url = format!("http://{}{}", self.endpoint(), path);
+        let endpoint = self.endpoint();
+        let url = format!("http://{endpoint}{path}");
         let mut req = self.http.request(method, url);
         if let Some(b) = body {
             req = req.json(&b);
@@ -127,12 +129,14 @@ impl Client {
                     _ => Outcome::Fail,
                 };
                 Answer {
+                    endpoint,
                     outcome,
                     body,
                     error: code.or_else(|| (!status.is_success()).then(|| status.to_string())),
                 }
             }
             Err(e) => Answer {
+                endpoint,
                 outcome: if e.is_connect() {
                     Outcome::Fail
                 } else {
@@ -165,6 +169,7 @@ impl Client {
             at_ms: rfc3339_ms(&a.body["timestamp"]),
             seq: None,
             error: a.error.clone(),
+            endpoint: Some(a.endpoint.clone()),
         }
     }
 
@@ -291,6 +296,7 @@ async fn fenced_holder(mut c: Client, keys: usize, resource: Arc<Resource>, unti
                 at_ms: None,
                 seq: Some(seq),
                 error: None,
+                endpoint: None,
             });
         }
         c.release(&key, token).await;

@@ -107,11 +107,17 @@ fn check_dir(dir: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let checks: [(&str, Vec<check::Violation>); 4] = [
+    let (minority, replicas): (Vec<_>, Vec<_>) = run
+        .violations
+        .iter()
+        .cloned()
+        .partition(|v| v.rule == "minority_side_write");
+    let checks: [(&str, Vec<check::Violation>); 5] = [
         ("token order", check::check_token_order(&ops)),
         ("lease overlap", check::check_lease_overlap(&ops)),
         ("fenced resource", check::check_resource(&ops)),
-        ("replicas equal", run.violations.clone()),
+        ("no minority-side writes", minority),
+        ("replicas equal", replicas),
     ];
     let violations: Vec<&check::Violation> = checks.iter().flat_map(|(_, v)| v).collect();
     let mut by_outcome: BTreeMap<String, u64> = BTreeMap::new();
@@ -126,6 +132,7 @@ fn check_dir(dir: &std::path::Path) -> ExitCode {
         "ops": ops.len(),
         "ops_by_outcome": by_outcome,
         "faults": run.faults,
+        "minority_side_writes": run.minority_side_writes,
         "failover_ms": failover.map(|(p50, max)| json!({"p50": p50, "max": max, "samples": run.failover_ms.len()})),
         "violations": violations.iter().map(|v| json!({
             "rule": v.rule,
@@ -142,6 +149,7 @@ fn check_dir(dir: &std::path::Path) -> ExitCode {
     }
     println!("{} operations: {by_outcome:?}", ops.len());
     println!("faults: {:?}", run.faults);
+    println!("minority-side writes: {}", run.minority_side_writes);
     if let Some((p50, max)) = failover {
         println!(
             "leader fault -> first successful write: p50 {p50} ms, max {max} ms ({} samples)",
