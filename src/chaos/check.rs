@@ -231,23 +231,7 @@ mod tests {
     use super::*;
 
     fn op(kind: OpKind, key: &str, owner: &str, token: u64, t: (u64, u64), outcome: Outcome) -> Op {
-        Op {
-            process: owner.to_string(),
-            key: key.to_string(),
-            kind,
-            owner: Some(owner.to_string()),
-            token: Some(token),
-            invoke_ms: t.0,
-            complete_ms: t.1,
-            outcome,
-            acquired_at_ms: None,
-            expires_at_ms: None,
-            released: None,
-            at_ms: None,
-            seq: None,
-            error: None,
-            endpoint: None,
-        }
+        Op::new(kind, key, owner, Some(token), t.0, t.1, outcome)
     }
 
     fn grant(key: &str, owner: &str, token: u64, t: (u64, u64), lease: (u64, u64)) -> Op {

@@ -70,6 +70,37 @@ pub struct Op {
     pub endpoint: Option<String>,
 }
 
+impl Op {
+    /// An operation by `owner` (also its process) on `key`, with no result fields set.
+    pub fn new(
+        kind: OpKind,
+        key: &str,
+        owner: &str,
+        token: Option<u64>,
+        invoke_ms: u64,
+        complete_ms: u64,
+        outcome: Outcome,
+    ) -> Op {
+        Op {
+            process: owner.to_string(),
+            key: key.to_string(),
+            kind,
+            owner: Some(owner.to_string()),
+            token,
+            invoke_ms,
+            complete_ms,
+            outcome,
+            acquired_at_ms: None,
+            expires_at_ms: None,
+            released: None,
+            at_ms: None,
+            seq: None,
+            error: None,
+            endpoint: None,
+        }
+    }
+}
+
 /// A history file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {

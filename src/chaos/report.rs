@@ -201,22 +201,16 @@ mod tests {
             "{\"at_wall_ms\":3000,\"kind\":\"kill_leader\",\"node\":1}\n{\"at_wall_ms\":3500,\"kind\":\"kill_follower\",\"node\":2}\n",
         )
         .unwrap();
-        let probe = |invoke, complete| Op {
-            process: "probe".into(),
-            key: "probe".into(),
-            kind: OpKind::Acquire,
-            owner: Some("probe".into()),
-            token: Some(invoke),
-            invoke_ms: invoke,
-            complete_ms: complete,
-            outcome: Outcome::Ok,
-            acquired_at_ms: None,
-            expires_at_ms: None,
-            released: None,
-            at_ms: None,
-            seq: None,
-            error: None,
-            endpoint: None,
+        let probe = |invoke, complete| {
+            Op::new(
+                OpKind::Acquire,
+                "probe",
+                "probe",
+                Some(invoke),
+                invoke,
+                complete,
+                Outcome::Ok,
+            )
         };
         let r = build(dir.path(), &[probe(1900, 1905), probe(3600, 3610)]).unwrap();
         assert_eq!(r.failover_ms, vec![1610]);

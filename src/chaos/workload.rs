@@ -281,23 +281,18 @@ async fn fenced_holder(mut c: Client, keys: usize, resource: Arc<Resource>, unti
             tokio::time::sleep(Duration::from_millis(pause)).await;
             let t = c.rec.now_ms();
             let (accepted, seq) = resource.write(&key, token);
-            c.rec.push(Op {
-                process: c.name.clone(),
-                key: key.clone(),
-                kind: OpKind::ResourceWrite,
-                owner: Some(c.name.clone()),
-                token: Some(token),
-                invoke_ms: t,
-                complete_ms: c.rec.now_ms(),
-                outcome: if accepted { Outcome::Ok } else { Outcome::Fail },
-                acquired_at_ms: None,
-                expires_at_ms: None,
-                released: None,
-                at_ms: None,
-                seq: Some(seq),
-                error: None,
-                endpoint: None,
-            });
+            let outcome = if accepted { Outcome::Ok } else { Outcome::Fail };
+            let mut op = Op::new(
+                OpKind::ResourceWrite,
+                &key,
+                &c.name,
+                Some(token),
+                t,
+                c.rec.now_ms(),
+                outcome,
+            );
+            op.seq = Some(seq);
+            c.rec.push(op);
         }
         c.release(&key, token).await;
     }
