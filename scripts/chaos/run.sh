@@ -3,27 +3,28 @@
 #
 # usage: scripts/chaos/run.sh --duration SECONDS --seed N --out DIR [--negative-control] [--loopback]
 #
-# Starts a fresh three-node cluster (data dirs under DIR), runs the client workload
-# (`baton chaos workload`) for SECONDS while injecting faults on a schedule drawn from
-# SEED, heals everything, compares the replicas' lock tables, and runs the checker
-# (`baton chaos check DIR`).
+# Starts a fresh three-node cluster, runs the client workload (`baton chaos workload`:
+# a main process and a pausable holder process) for SECONDS while injecting faults on a
+# schedule drawn from SEED (faults may overlap), heals everything, compares the
+# replicas' lock tables, and runs the checker (`baton chaos check DIR`).
 #
-# As root (and without --loopback) each node runs in its own network namespace on a
-# bridge (scripts/chaos/netns.sh) and the faults include partitions: isolate the leader
-# or a follower, a bridge (n1 and n2 cut, n3 sees both), one-way loss of the leader's
-# input, and 30 % packet loss. Always: kill -9 of the leader, a follower or all nodes
-# (then restart) and SIGSTOP/SIGCONT of the leader. Without root, or with --loopback,
-# only the process faults run, on loopback.
+# Faults, always: kill -9 of the leader, a follower or all nodes (then restart); SIGSTOP
+# of the leader (zombie leader) and of the lock-holding client process past its TTL;
+# a graceful rolling restart; with libfaketime installed, a wall-clock step of +-30..300 s
+# on one node (monotonic clock not faked). As root (and without --loopback) each node
+# also runs in its own network namespace on a bridge (scripts/chaos/netns.sh) with its
+# data dir on a small loop-mounted filesystem, adding: isolate the leader or a
+# follower, a bridge (n1 and n2 cut, n3 sees both), one-way loss of the leader's input,
+# 30 % packet loss, and disk full on one node. Without root, or with --loopback, the
+# cluster runs on loopback with the process and clock faults only.
 #
 # Exit 0 only when the history is valid — or, with --negative-control (the fenced
 # resource ignores tokens), only when the checker caught the violation.
-#
-# Not implemented yet: clock steps (libfaketime), disk full, client pauses.
-# Output: DIR/history.jsonl, DIR/faults.jsonl, DIR/digests.jsonl, DIR/results.json,
-# DIR/n*.log, DIR/summary.txt.
+# Output: DIR/history-*.jsonl, DIR/faults.jsonl, DIR/digests.jsonl, DIR/results.json,
+# DIR/n*.log, DIR/workload*.log, DIR/summary.txt.
 set -euo pipefail
 
-usage() { sed -n '2,17p' "$0"; exit 2; }
+usage() { sed -n '2,25p' "$0"; exit 2; }
 DURATION=60 SEED=1 OUT="" NEGATIVE=0 LOOPBACK=0
 while (($#)); do
   case "$1" in
@@ -47,24 +48,37 @@ elif [[ $(id -u) -ne 0 ]] || ! command -v iptables >/dev/null; then
 fi
 # shellcheck source=scripts/chaos/netns.sh
 source scripts/chaos/netns.sh
+# shellcheck source=scripts/chaos/faults.sh
+source scripts/chaos/faults.sh
+
+FAKETIME_LIB=""
+for lib in /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 /usr/lib/faketime/libfaketimeMT.so.1 \
+           /usr/local/lib/faketime/libfaketimeMT.so.1; do
+  [[ -e $lib ]] && { FAKETIME_LIB=$lib; break; }
+done
+[[ -n "$FAKETIME_LIB" ]] || echo "note: libfaketime not found (apt install faketime): no clock steps"
 
 cargo build --release --quiet --bin baton
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 BIN="$TARGET_DIR/release/baton"
-rm -rf "$OUT"; mkdir -p "$OUT"
+mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
+for id in 1 2 3; do mountpoint -q "$OUT/n$id" 2>/dev/null && umount "$OUT/n$id"; done
+rm -rf "${OUT:?}"/*
 RANDOM=$SEED
 
 declare -A PID=() API=() STOPPED=()
-WORKLOAD_PID=""
+WORKLOAD_PID="" PAUSABLE_PID=""
 cleanup() {
   set +e
-  [[ -n "$WORKLOAD_PID" ]] && kill "$WORKLOAD_PID" 2>/dev/null
+  for p in "$WORKLOAD_PID" "$PAUSABLE_PID"; do
+    [[ -n "$p" ]] && { kill -CONT "$p"; kill "$p"; } 2>/dev/null
+  done
   for id in 1 2 3; do
     [[ -n "${PID[$id]:-}" ]] || continue
     kill -CONT "${PID[$id]}" 2>/dev/null; kill -KILL "${PID[$id]}" 2>/dev/null; wait "${PID[$id]}" 2>/dev/null
   done
-  [[ $MODE == netns ]] && netns_down
+  if [[ $MODE == netns ]]; then disks_down; netns_down; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -77,7 +91,7 @@ free_port() {
   PORT=$next_port; next_port=$((next_port + 1))
 }
 
-[[ $MODE == netns ]] && netns_up
+if [[ $MODE == netns ]]; then netns_up; disks_up; fi
 {
   for id in 1 2 3; do
     if [[ $MODE == netns ]]; then
@@ -91,82 +105,79 @@ free_port() {
   printf '[raft]\nheartbeat_interval_ms = 50\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\nsweep_interval_ms = 100\nsnapshot_after_entries = 5000\nsecret = "chaos"\n\n'
   printf '[lease]\nmin_ttl_ms = 100\n\n[api]\nrequest_timeout_ms = 2000\nleader_wait_ms = 1000\n'
 } >"$OUT/cluster.toml"
+if [[ $MODE == netns ]]; then RESOURCE="127.0.0.1:7900"; else free_port; RESOURCE="127.0.0.1:$PORT"; fi
 
-now_ms() { date +%s%3N; }
-fault() { printf '{"at_wall_ms":%s,"kind":"%s","node":%s}\n' "$(now_ms)" "$1" "${2:-0}" >>"$OUT/faults.jsonl"; }
-
-# curl (and the workload) from where the nodes can be reached.
-client() { if [[ $MODE == netns ]]; then in_client "$@"; else "$@"; fi; }
-
-start_node() {
-  local id=$1
-  if [[ $MODE == netns ]]; then
-    ip netns exec "$(ns_of "$id")" "$BIN" server --config "$OUT/cluster.toml" --node "$id" >>"$OUT/n$id.log" 2>&1 &
-  else
-    "$BIN" server --config "$OUT/cluster.toml" --node "$id" >>"$OUT/n$id.log" 2>&1 &
-  fi
-  PID[$id]=$!
-  STOPPED[$id]=0
-}
-kill_node() { kill -KILL "${PID[$1]}" 2>/dev/null || true; wait "${PID[$1]}" 2>/dev/null || true; PID[$1]=""; }
-leader() {
-  local id
-  for id in 1 2 3; do
-    [[ -n "${PID[$id]}" && "${STOPPED[$id]}" == 0 ]] || continue
-    client curl -fsS --max-time 1 "http://${API[$id]}/v1/cluster" 2>/dev/null \
-      | sed -n 's/.*"leader_id":\([0-9]*\).*/\1/p' && return
-  done
-}
-wait_ready() {
-  local deadline=$((SECONDS + 60)) id
-  for id in 1 2 3; do
-    until client curl -fsS --max-time 1 "http://${API[$id]}/readyz" >/dev/null 2>&1; do
-      (( SECONDS < deadline )) || { echo "n$id not ready" >&2; return 1; }
-      sleep 0.1
-    done
-  done
-}
-
-for id in 1 2 3; do start_node "$id"; done
+for id in 1 2 3; do echo "+0" >"$OUT/n$id.faketime"; start_node "$id"; done
 wait_ready
-echo "cluster up ($MODE); workload for ${DURATION}s, seed $SEED, output $OUT"
+note "cluster up ($MODE); workload for ${DURATION}s, seed $SEED, output $OUT"
 
 NEG=(); ((NEGATIVE)) && NEG=(--negative-control)
-printf '{"start_wall_ms":%s}\n' "$(now_ms)" >"$OUT/workload.json"
-client "$BIN" chaos workload --endpoints "${API[1]},${API[2]},${API[3]}" --duration "$DURATION" \
-  --seed "$SEED" --out "$OUT" "${NEG[@]}" >"$OUT/workload.log" 2>&1 &
+EPOCH=$(now_ms)
+printf '{"start_wall_ms":%s}\n' "$EPOCH" >"$OUT/workload.json"
+WL=(chaos workload --endpoints "${API[1]},${API[2]},${API[3]}" --duration "$DURATION"
+  --seed "$SEED" --out "$OUT" --resource "$RESOURCE" --epoch-ms "$EPOCH")
+client "$BIN" "${WL[@]}" --role main "${NEG[@]}" >"$OUT/workload.log" 2>&1 &
 WORKLOAD_PID=$!
+sleep 0.3 # the main process serves the resource the pausable one writes to
+client "$BIN" "${WL[@]}" --role pausable >"$OUT/workload-pausable.log" 2>&1 &
+PAUSABLE_PID=$!
 
+# The schedule: a new fault every 1-4 s. Lasting faults (network, clock, disk) end on
+# their own timer, so they overlap with whatever comes next; at most one of each class
+# is active at a time.
+KINDS=(kill_leader kill_leader kill_leader kill_follower kill_follower kill_all
+  pause_leader pause_leader pause_client pause_client rolling_restart)
+[[ -n "$FAKETIME_LIB" ]] && KINDS+=(clock_step clock_step)
+[[ $MODE == netns ]] && KINDS+=(isolate_leader isolate_leader isolate_follower isolate_follower
+  bridge one_way_leader packet_loss disk_full)
+NET_END=0 CLOCK_END=0 CLOCK_NODE=0 DISK_END=0 DISK_NODE=0
+end_lasting() {
+  local all=${1:-0}
+  if ((NET_END && (all || SECONDS >= NET_END))); then network_end; NET_END=0; fi
+  if ((CLOCK_END && (all || SECONDS >= CLOCK_END))); then clock_step_end "$CLOCK_NODE"; CLOCK_END=0; fi
+  if ((DISK_END && (all || SECONDS >= DISK_END))); then disk_full_end "$DISK_NODE"; DISK_END=0; fi
+}
 end=$((SECONDS + DURATION - 3))
+next_at=$((SECONDS + 1))
 while (( SECONDS < end )); do
-  sleep "$((1 + RANDOM % 3)).$((RANDOM % 10))"
-  (( SECONDS < end )) || break
+  sleep 0.2
+  end_lasting
+  (( SECONDS >= next_at )) || continue
+  next_at=$((SECONDS + 1 + RANDOM % 4))
   L=$(leader || true); [[ -n "$L" ]] || L=$((1 + RANDOM % 3))
   F=$(( (L + RANDOM % 2) % 3 + 1 ))
-  kinds=5; [[ $MODE == netns ]] && kinds=10
-  case $((RANDOM % kinds)) in
-    0|1) fault kill_leader "$L"; kill_node "$L"; sleep "0.$((RANDOM % 9 + 1))"; start_node "$L" ;;
-    2) fault kill_follower "$F"; kill_node "$F"; sleep "$((RANDOM % 2)).$((RANDOM % 10))"; start_node "$F" ;;
-    3) fault kill_all 0; for id in 1 2 3; do kill_node "$id"; done; sleep 0.5; for id in 1 2 3; do start_node "$id"; done ;;
-    4) fault pause_leader "$L"; kill -STOP "${PID[$L]}"; STOPPED[$L]=1
-       sleep "$((RANDOM % 2 + 1)).$((RANDOM % 10))"; kill -CONT "${PID[$L]}"; STOPPED[$L]=0 ;;
-    # A partition is recorded once its rules are in place, and its heal before the rules
-    # go, so the recorded window is inside the real one.
-    5) for p in 1 2 3; do [[ $p == "$L" ]] || cut_link "$L" "$p"; done; fault isolate_leader "$L" ;;
-    6) for p in 1 2 3; do [[ $p == "$F" ]] || cut_link "$F" "$p"; done; fault isolate_follower "$F" ;;
-    7) cut_link 1 2; fault bridge 3 ;;
-    8) one_way_in "$L"; fault one_way_leader "$L" ;;
-    9) lossy "$L" 0.3; fault packet_loss "$L" ;;
+  kind=${KINDS[RANDOM % ${#KINDS[@]}]}
+  case $kind in
+    kill_leader) f_kill_leader "$L" ;;
+    kill_follower) f_kill_follower "$F" ;;
+    kill_all) f_kill_all ;;
+    pause_leader) f_pause_leader "$L" ;;
+    pause_client) f_pause_client ;;
+    rolling_restart) f_rolling_restart ;;
+    clock_step)
+      ((CLOCK_END)) && continue
+      CLOCK_NODE=$((1 + RANDOM % 3)); f_clock_step "$CLOCK_NODE"; CLOCK_END=$((SECONDS + 3 + RANDOM % 6)) ;;
+    disk_full)
+      ((DISK_END)) && continue
+      DISK_NODE=$((1 + RANDOM % 3)); f_disk_full "$DISK_NODE"; DISK_END=$((SECONDS + 6 + RANDOM % 10)) ;;
+    isolate_leader|isolate_follower|bridge|one_way_leader|packet_loss)
+      ((NET_END)) && continue
+      case $kind in
+        isolate_leader) f_isolate "$L" isolate_leader ;;
+        isolate_follower) f_isolate "$F" isolate_follower ;;
+        bridge) f_bridge ;;
+        one_way_leader) f_one_way "$L" ;;
+        packet_loss) f_packet_loss "$L" ;;
+      esac
+      NET_END=$((SECONDS + 2 + RANDOM % 4)) ;;
   esac
-  if [[ $MODE == netns ]] && (( $(wc -l <"$OUT/faults.jsonl") > 0 )) \
-      && tail -n1 "$OUT/faults.jsonl" | grep -qE 'isolate|bridge|one_way|packet_loss'; then
-    sleep "$((2 + RANDOM % 3)).$((RANDOM % 10))"
-    fault heal 0; heal_network
-  fi
 done
 wait "$WORKLOAD_PID" || true
 WORKLOAD_PID=""
-[[ $MODE == netns ]] && heal_network
+wait "$PAUSABLE_PID" || true
+PAUSABLE_PID=""
+end_lasting 1
+for id in 1 2 3; do node_alive "$id" || start_node "$id"; done
 wait_ready
 
 # Heal and compare: once every replica has applied the same index (and it stays put while

@@ -68,6 +68,24 @@ pub struct Op {
     /// The node API address the request was sent to.
     #[serde(default)]
     pub endpoint: Option<String>,
+    /// The lease length of an `ok` acquire or renew (so its cluster time of application
+    /// is `expires_at_ms - ttl_ms`).
+    #[serde(default)]
+    pub ttl_ms: Option<u64>,
+    /// The holder an `ok` read saw (`None`: the key was free) or a `LOCK_HELD` refusal
+    /// named.
+    #[serde(default)]
+    pub holder: Option<Holder>,
+}
+
+/// A lock holder as a read or a refusal reported it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Holder {
+    pub owner: String,
+    pub token: u64,
+    /// Cluster time the holder's lease runs out.
+    pub expires_at_ms: u64,
 }
 
 impl Op {
@@ -97,6 +115,8 @@ impl Op {
             seq: None,
             error: None,
             endpoint: None,
+            ttl_ms: None,
+            holder: None,
         }
     }
 }
@@ -139,6 +159,36 @@ pub fn read(path: &Path) -> Result<Vec<Op>, HistoryError> {
             message: e.to_string(),
         })?;
         ops.push(op);
+    }
+    Ok(ops)
+}
+
+/// Reads a run's histories: `history.jsonl` and every `history-*.jsonl` (one per workload
+/// process), in file-name order.
+pub fn read_dir(dir: &Path) -> Result<Vec<Op>, HistoryError> {
+    let io = |source| HistoryError::Io {
+        path: dir.display().to_string(),
+        source,
+    };
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n == "history.jsonl" || (n.starts_with("history-") && n.ends_with(".jsonl"))
+            })
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no history.jsonl or history-*.jsonl",
+        )));
+    }
+    let mut ops = Vec::new();
+    for file in files {
+        ops.extend(read(&file)?);
     }
     Ok(ops)
 }

@@ -13,5 +13,7 @@
 
 pub mod check;
 pub mod history;
+pub mod leases;
 pub mod report;
+pub mod resource;
 pub mod workload;

@@ -63,7 +63,11 @@ pub struct RunReport {
 pub fn build(dir: &Path, ops: &[Op]) -> Result<RunReport, String> {
     let mut report = RunReport::default();
     let faults: Vec<Fault> = read_lines(&dir.join("faults.jsonl"))?;
-    for f in faults.iter().filter(|f| f.kind != "heal") {
+    // A lasting fault's end (`heal`, `*_end`) is not a fault of its own.
+    for f in faults
+        .iter()
+        .filter(|f| f.kind != "heal" && !f.kind.ends_with("_end"))
+    {
         *report.faults.entry(f.kind.clone()).or_default() += 1;
     }
     let config = std::fs::read_to_string(dir.join("cluster.toml")).unwrap_or_default();
@@ -127,6 +131,7 @@ pub fn build(dir: &Path, ops: &[Op]) -> Result<RunReport, String> {
             }
         }
     }
+    report.violations.extend(panics(dir));
     let digests: Vec<Digest> = read_lines(&dir.join("digests.jsonl"))?;
     if let Some(first) = digests.first() {
         let same_index = digests
@@ -157,11 +162,55 @@ pub fn build(dir: &Path, ops: &[Op]) -> Result<RunReport, String> {
     Ok(report)
 }
 
+/// A node must survive any request and any peer message: a panic in a node log
+/// (`nN.log`) is a violation whatever the history says.
+fn panics(dir: &Path) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    for node in 1..=9 {
+        let Ok(log) = std::fs::read_to_string(dir.join(format!("n{node}.log"))) else {
+            continue;
+        };
+        if let Some(line) = log.lines().find(|l| l.contains("panicked at")) {
+            violations.push(Violation {
+                rule: "node_panicked",
+                message: format!("n{node}: {line}"),
+                ops: Vec::new(),
+            });
+        }
+    }
+    violations
+}
+
 /// `(p50, max)` of `values`, or `None` when empty.
 pub fn p50_max(values: &[u64]) -> Option<(u64, u64)> {
     let mut v = values.to_vec();
     v.sort_unstable();
     Some((*v.get(v.len().checked_sub(1)? / 2)?, *v.last()?))
+}
+
+/// Percentiles of a sample, in its unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p99: u64,
+    pub max: u64,
+    pub samples: usize,
+}
+
+/// Nearest-rank percentiles of `values`, or `None` when empty.
+pub fn percentiles(values: &[u64]) -> Option<Percentiles> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_unstable();
+    let rank = |p: usize| v[(v.len() * p).div_ceil(100).max(1) - 1];
+    Some(Percentiles {
+        p50: rank(50),
+        p99: rank(99),
+        max: v[v.len() - 1],
+        samples: v.len(),
+    })
 }
 
 #[cfg(test)]
@@ -176,6 +225,14 @@ mod tests {
     }
 
     #[test]
+    fn nearest_rank_percentiles() {
+        assert_eq!(percentiles(&[]), None);
+        let p = percentiles(&(1..=200).collect::<Vec<_>>()).unwrap();
+        assert_eq!((p.p50, p.p99, p.max, p.samples), (100, 198, 200, 200));
+        assert_eq!(percentiles(&[7]).unwrap().p99, 7);
+    }
+
+    #[test]
     fn diverged_replicas_are_a_violation() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
@@ -186,6 +243,21 @@ mod tests {
         let r = build(dir.path(), &[]).unwrap();
         assert_eq!(r.violations.len(), 1);
         assert_eq!(r.violations[0].rule, "replicas_diverged");
+    }
+
+    #[test]
+    fn a_panic_in_a_node_log_is_a_violation() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("n1.log"), "started\n").unwrap();
+        std::fs::write(
+            dir.path().join("n2.log"),
+            "thread 'tokio' panicked at src/x.rs:1:1:\nboom\n",
+        )
+        .unwrap();
+        let r = build(dir.path(), &[]).unwrap();
+        assert_eq!(r.violations.len(), 1);
+        assert_eq!(r.violations[0].rule, "node_panicked");
+        assert!(r.violations[0].message.starts_with("n2:"));
     }
 
     #[test]

@@ -1,17 +1,23 @@
 //! The chaos workload: client tasks against a real cluster, every operation recorded.
 //!
-//! Three kinds of clients run side by side on separate key ranges:
-//! - **mixers** acquire, renew, release and read on `mix-*` keys, sending about a third
-//!   of their requests to followers;
-//! - **fenced holders** take `fenced-*` keys and write to an in-process [`Resource`]
-//!   that keeps the highest token per key and rejects lower ones; they sometimes stall
-//!   past their TTL before writing, so a stale holder must be refused by the resource;
+//! Clients on separate key ranges run side by side; each request goes to a node picked
+//! at random, so about two thirds of them reach a follower and are forwarded:
+//! - **mixers** acquire, renew, release and read on `mix-*` keys;
+//! - **fenced holders** take `fenced-*` keys and write to the fenced [`Resource`], which
+//!   keeps the highest token per key and rejects lower ones; they sometimes stall past
+//!   their TTL before writing, so a stale holder must be refused by the resource;
+//! - a **pausable holder** in a second process (role `pausable`) does the same on the
+//!   same keys through the resource's HTTP face; the chaos script stops that process
+//!   with SIGSTOP for longer than its lease;
+//! - the **abandoner** takes `abandon-*` keys and walks away; a **watcher** polls until
+//!   it gets them, which measures how soon an abandoned lock is free;
 //! - a **probe** does acquire + release on one key at about 20 Hz, to measure
 //!   unavailability.
 //!
 //! Outcomes: 200 → `ok`; 409/4xx or `NO_LEADER` or a refused connection → `fail` (it did
 //! not happen); a timeout, a dropped connection after sending, or `OUTCOME_UNKNOWN` →
-//! `unknown` (it may have happened).
+//! `unknown` (it may have happened). Every process writes `history-<role>.jsonl` on one
+//! shared clock (milliseconds since the run's epoch).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -22,7 +28,27 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use super::history::{Op, OpKind, Outcome};
+use super::history::{Holder, Op, OpKind, Outcome};
+use super::resource::{self, Resource, WriteAnswer, WriteRequest};
+
+/// Which part of the workload a process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Mixers, fenced holders, the abandoner and the probe; serves the fenced resource.
+    Main,
+    /// One fenced holder writing to the main process's resource over HTTP: the process
+    /// the chaos script pauses with SIGSTOP past its lease.
+    Pausable,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Main => "main",
+            Role::Pausable => "pausable",
+        }
+    }
+}
 
 /// Workload settings.
 #[derive(Clone, Debug)]
@@ -31,6 +57,13 @@ pub struct Settings {
     pub endpoints: Vec<String>,
     pub duration: Duration,
     pub seed: u64,
+    pub role: Role,
+    /// Where the main process serves the fenced resource and the pausable one finds it.
+    pub resource_addr: String,
+    /// Wall-clock milliseconds that are time 0 of the history, shared by every workload
+    /// process of a run so that their histories merge on one clock. Read once at start;
+    /// after that each process counts on its monotonic clock.
+    pub epoch_ms: Option<u64>,
     pub mixers: usize,
     pub mix_keys: usize,
     pub fenced_holders: usize,
@@ -40,38 +73,29 @@ pub struct Settings {
     pub out: PathBuf,
 }
 
-/// The fenced resource: accepts a write only with a token at least the highest seen.
-#[derive(Default)]
-pub struct Resource {
-    state: Mutex<(u64, BTreeMap<String, u64>)>,
-    ignore_tokens: bool,
-}
-
-impl Resource {
-    /// Tries a write; returns (accepted, acceptance sequence number).
-    fn write(&self, key: &str, token: u64) -> (bool, u64) {
-        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let (seq, highest) = &mut *guard;
-        *seq += 1;
-        let top = highest.entry(key.to_string()).or_insert(0);
-        let ok = self.ignore_tokens || token >= *top;
-        if ok {
-            *top = (*top).max(token);
-        }
-        (ok, *seq)
-    }
-}
-
 /// Shared recorder of completed operations.
 #[derive(Clone)]
 struct Recorder {
     start: Instant,
+    /// History time of `start`.
+    base_ms: u64,
     ops: Arc<Mutex<Vec<Op>>>,
 }
 
 impl Recorder {
+    fn new(epoch_ms: Option<u64>) -> Recorder {
+        let wall_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Recorder {
+            start: Instant::now(),
+            base_ms: epoch_ms.map_or(0, |e| wall_ms.saturating_sub(e)),
+            ops: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
     fn now_ms(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
+        self.base_ms + self.start.elapsed().as_millis() as u64
     }
 
     fn push(&self, op: Op) {
@@ -85,6 +109,15 @@ fn rfc3339_ms(v: &Value) -> Option<u64> {
         time::OffsetDateTime::parse(v.as_str()?, &time::format_description::well_known::Rfc3339)
             .ok()?;
     u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+/// The holder in a lock view or a `LOCK_HELD` problem.
+fn holder_of(v: &Value) -> Option<Holder> {
+    Some(Holder {
+        owner: v["owner"].as_str()?.to_string(),
+        token: v["token"].as_u64()?,
+        expires_at_ms: rfc3339_ms(&v["expires_at"])?,
+    })
 }
 
 /// A client's view of one answer.
@@ -104,8 +137,7 @@ struct Client {
 }
 
 impl Client {
-    /// Leader-agnostic: any endpoint; a third of requests go to a random one, the rest to
-    /// the first endpoint of a per-client rotation.
+    /// Leader-agnostic: a node picked at random.
     fn endpoint(&mut self) -> String {
         let i = self.rng.gen_range(0..self.endpoints.len());
         self.endpoints[i].clone()
@@ -153,24 +185,33 @@ impl Client {
     }
 
     fn op(&self, kind: OpKind, key: &str, token: Option<u64>, invoke_ms: u64, a: &Answer) -> Op {
-        let token = token.or_else(|| a.body["token"].as_u64());
-        Op {
-            process: self.name.clone(),
-            key: key.to_string(),
+        let ok = a.outcome == Outcome::Ok;
+        let grant = ok && matches!(kind, OpKind::Acquire | OpKind::Renew);
+        let mut op = Op::new(
             kind,
-            owner: Some(self.name.clone()),
+            key,
+            &self.name,
             token,
             invoke_ms,
-            complete_ms: self.rec.now_ms(),
-            outcome: a.outcome,
-            acquired_at_ms: rfc3339_ms(&a.body["acquired_at"]),
-            expires_at_ms: rfc3339_ms(&a.body["expires_at"]),
-            released: a.body["released"].as_bool(),
-            at_ms: rfc3339_ms(&a.body["timestamp"]),
-            seq: None,
-            error: a.error.clone(),
-            endpoint: Some(a.endpoint.clone()),
+            self.rec.now_ms(),
+            a.outcome,
+        );
+        if grant {
+            op.token = token.or_else(|| a.body["token"].as_u64());
+            op.acquired_at_ms = rfc3339_ms(&a.body["acquired_at"]);
+            op.expires_at_ms = rfc3339_ms(&a.body["expires_at"]);
+            op.ttl_ms = a.body["ttl_ms"].as_u64();
         }
+        op.released = a.body["released"].as_bool();
+        op.at_ms = rfc3339_ms(&a.body["timestamp"]);
+        op.holder = match kind {
+            OpKind::Read if ok => holder_of(&a.body),
+            OpKind::Acquire => holder_of(&a.body["holder"]),
+            _ => None,
+        };
+        op.error = a.error.clone();
+        op.endpoint = Some(a.endpoint.clone());
+        op
     }
 
     async fn acquire(&mut self, key: &str, ttl_ms: u64) -> Option<u64> {
@@ -233,6 +274,14 @@ impl Client {
 const MIX_TTL_MS: u64 = 2_000;
 /// TTL of fenced holders' grants; stalls are longer than this.
 const FENCED_TTL_MS: u64 = 1_000;
+/// TTL of the abandoner's grants, which it never renews nor releases.
+const ABANDON_TTL_MS: u64 = 800;
+/// Keys the abandoner cycles through.
+const ABANDON_KEYS: usize = 4;
+/// How often the watcher tries to take an abandoned key.
+const WATCH_PERIOD: Duration = Duration::from_millis(40);
+/// How long the watcher keeps trying before it gives an abandoned key up.
+const WATCH_LIMIT: Duration = Duration::from_secs(15);
 /// Per-request timeout: past it the outcome is unknown.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// Probe period (about 20 Hz).
@@ -264,7 +313,38 @@ async fn mixer(mut c: Client, keys: usize, until: Instant) {
     }
 }
 
-async fn fenced_holder(mut c: Client, keys: usize, resource: Arc<Resource>, until: Instant) {
+/// Where a fenced holder writes: the resource itself, or its HTTP face in another process.
+#[derive(Clone)]
+enum ResourceLink {
+    Local(Arc<Resource>),
+    Remote(String),
+}
+
+impl ResourceLink {
+    /// Tries a write; `None` when the resource could not be reached (nothing recorded).
+    async fn write(&self, http: &reqwest::Client, key: &str, token: u64) -> Option<WriteAnswer> {
+        match self {
+            ResourceLink::Local(r) => Some(r.write(key, token)),
+            ResourceLink::Remote(addr) => {
+                let req = WriteRequest {
+                    key: key.to_string(),
+                    token,
+                };
+                let resp = http
+                    .post(format!("http://{addr}/write"))
+                    .json(&req)
+                    .send()
+                    .await
+                    .ok()?;
+                resp.json().await.ok()
+            }
+        }
+    }
+}
+
+/// Holds `fenced-*` keys and writes to the resource with the token, sometimes after
+/// stalling past the lease, as a paused process would.
+async fn fenced_holder(mut c: Client, keys: usize, resource: ResourceLink, until: Instant) {
     while Instant::now() < until {
         let key = format!("fenced-{}", c.rng.gen_range(0..keys));
         let Some(token) = c.acquire(&key, FENCED_TTL_MS).await else {
@@ -272,29 +352,65 @@ async fn fenced_holder(mut c: Client, keys: usize, resource: Arc<Resource>, unti
             continue;
         };
         for _ in 0..c.rng.gen_range(1..4) {
-            // Sometimes stall past the lease, as a paused process would.
             let pause = if c.rng.gen_ratio(1, 5) {
                 FENCED_TTL_MS + c.rng.gen_range(100..800)
             } else {
                 c.rng.gen_range(5..100)
             };
             tokio::time::sleep(Duration::from_millis(pause)).await;
-            let t = c.rec.now_ms();
-            let (accepted, seq) = resource.write(&key, token);
-            let outcome = if accepted { Outcome::Ok } else { Outcome::Fail };
-            let mut op = Op::new(
-                OpKind::ResourceWrite,
-                &key,
-                &c.name,
-                Some(token),
-                t,
-                c.rec.now_ms(),
-                outcome,
-            );
-            op.seq = Some(seq);
-            c.rec.push(op);
+            c.write_resource(&resource, &key, token).await;
         }
         c.release(&key, token).await;
+    }
+}
+
+/// Holds `fenced-*` keys for a few seconds each, renewing every third of the TTL and
+/// writing every 100 ms. Runs in its own process, which the chaos script stops with
+/// SIGSTOP for longer than the TTL: on waking up, its next write presents a token whose
+/// lease has run out, and the resource must refuse it if a newer holder has written.
+async fn pausable_holder(mut c: Client, keys: usize, resource: ResourceLink, until: Instant) {
+    while Instant::now() < until {
+        let key = format!("fenced-{}", c.rng.gen_range(0..keys));
+        let Some(token) = c.acquire(&key, FENCED_TTL_MS).await else {
+            tokio::time::sleep(Duration::from_millis(c.rng.gen_range(10..100))).await;
+            continue;
+        };
+        let hold_until = Instant::now() + Duration::from_millis(c.rng.gen_range(1_000..3_000));
+        let mut renewed = Instant::now();
+        while Instant::now() < hold_until {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            c.write_resource(&resource, &key, token).await;
+            if renewed.elapsed() >= Duration::from_millis(FENCED_TTL_MS / 3) {
+                renewed = Instant::now();
+                if !c.renew(&key, token, FENCED_TTL_MS).await {
+                    break;
+                }
+            }
+        }
+        c.release(&key, token).await;
+    }
+}
+
+/// Takes `abandon-*` keys and walks away; a watcher (another owner) tries every
+/// [`WATCH_PERIOD`] until it gets the key, then releases it. Measures how soon an
+/// abandoned lock is free again.
+async fn abandoner(mut c: Client, mut watcher: Client, until: Instant) {
+    let mut round = 0;
+    while Instant::now() < until {
+        let key = format!("abandon-{}", round % ABANDON_KEYS);
+        round += 1;
+        if c.acquire(&key, ABANDON_TTL_MS).await.is_none() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let give_up = Instant::now() + WATCH_LIMIT;
+        while Instant::now() < give_up {
+            tokio::time::sleep(WATCH_PERIOD).await;
+            if let Some(token) = watcher.acquire(&key, ABANDON_TTL_MS).await {
+                watcher.release(&key, token).await;
+                break;
+            }
+        }
     }
 }
 
@@ -309,8 +425,33 @@ async fn probe(mut c: Client, until: Instant) {
     }
 }
 
-/// Runs the workload for `settings.duration` and writes `out/history.jsonl`; returns the
-/// number of operations recorded.
+impl Client {
+    async fn write_resource(&mut self, resource: &ResourceLink, key: &str, token: u64) {
+        let t = self.rec.now_ms();
+        let Some(answer) = resource.write(&self.http, key, token).await else {
+            return;
+        };
+        let outcome = if answer.accepted {
+            Outcome::Ok
+        } else {
+            Outcome::Fail
+        };
+        let mut op = Op::new(
+            OpKind::ResourceWrite,
+            key,
+            &self.name,
+            Some(token),
+            t,
+            self.rec.now_ms(),
+            outcome,
+        );
+        op.seq = Some(answer.seq);
+        self.rec.push(op);
+    }
+}
+
+/// Runs this process's part of the workload for `settings.duration` and writes
+/// `out/history-<role>.jsonl`; returns the number of operations recorded.
 pub async fn run(settings: Settings) -> Result<usize, String> {
     let http = reqwest::Client::builder()
         .no_proxy()
@@ -318,16 +459,10 @@ pub async fn run(settings: Settings) -> Result<usize, String> {
         .connect_timeout(Duration::from_millis(300))
         .build()
         .map_err(|e| e.to_string())?;
-    let rec = Recorder {
-        start: Instant::now(),
-        ops: Arc::new(Mutex::new(Vec::new())),
-    };
-    let resource = Arc::new(Resource {
-        ignore_tokens: settings.negative_control,
-        ..Resource::default()
-    });
+    let rec = Recorder::new(settings.epoch_ms);
     let until = Instant::now() + settings.duration;
-    let mut seeds = StdRng::seed_from_u64(settings.seed);
+    // Each role seeds its clients from its own stream.
+    let mut seeds = StdRng::seed_from_u64(settings.seed ^ settings.role as u64);
     let mut client = |name: String| Client {
         http: http.clone(),
         endpoints: settings.endpoints.clone(),
@@ -336,23 +471,51 @@ pub async fn run(settings: Settings) -> Result<usize, String> {
         rec: rec.clone(),
     };
     let mut tasks = Vec::new();
-    for i in 0..settings.mixers {
-        tasks.push(tokio::spawn(mixer(
-            client(format!("mixer-{i}")),
-            settings.mix_keys,
-            until,
-        )));
+    match settings.role {
+        Role::Main => {
+            let resource = Arc::new(Resource::new(settings.negative_control));
+            let listener = tokio::net::TcpListener::bind(&settings.resource_addr)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "cannot serve the resource on {}: {e}",
+                        settings.resource_addr
+                    )
+                })?;
+            let app = resource::router(resource.clone());
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            for i in 0..settings.mixers {
+                tasks.push(tokio::spawn(mixer(
+                    client(format!("mixer-{i}")),
+                    settings.mix_keys,
+                    until,
+                )));
+            }
+            for i in 0..settings.fenced_holders {
+                tasks.push(tokio::spawn(fenced_holder(
+                    client(format!("holder-{i}")),
+                    settings.fenced_keys,
+                    ResourceLink::Local(resource.clone()),
+                    until,
+                )));
+            }
+            let watcher = client("watcher".into());
+            tasks.push(tokio::spawn(abandoner(
+                client("abandoner".into()),
+                watcher,
+                until,
+            )));
+            tasks.push(tokio::spawn(probe(client("probe".into()), until)));
+        }
+        Role::Pausable => {
+            tasks.push(tokio::spawn(pausable_holder(
+                client("pausable".into()),
+                settings.fenced_keys,
+                ResourceLink::Remote(settings.resource_addr.clone()),
+                until,
+            )));
+        }
     }
-    for i in 0..settings.fenced_holders {
-        let r = resource.clone();
-        tasks.push(tokio::spawn(fenced_holder(
-            client(format!("holder-{i}")),
-            settings.fenced_keys,
-            r,
-            until,
-        )));
-    }
-    tasks.push(tokio::spawn(probe(client("probe".into()), until)));
     for t in tasks {
         t.await.map_err(|e| e.to_string())?;
     }
@@ -363,6 +526,9 @@ pub async fn run(settings: Settings) -> Result<usize, String> {
         text.push_str(&serde_json::to_string(op).map_err(|e| e.to_string())?);
         text.push('\n');
     }
-    std::fs::write(settings.out.join("history.jsonl"), text).map_err(|e| e.to_string())?;
+    let file = settings
+        .out
+        .join(format!("history-{}.jsonl", settings.role.name()));
+    std::fs::write(file, text).map_err(|e| e.to_string())?;
     Ok(ops.len())
 }

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use crate::chaos::{check, history, report, workload};
+use crate::chaos::{check, history, leases, report, workload};
 
 /// Arguments of `baton chaos`.
 #[derive(Debug, Args)]
@@ -38,6 +38,16 @@ pub enum ChaosCommand {
         /// The fenced resource ignores tokens (the checker must catch it).
         #[arg(long)]
         negative_control: bool,
+        /// Which part of the workload this process runs.
+        #[arg(long, value_enum, default_value = "main")]
+        role: workload::Role,
+        /// Where the main process serves the fenced resource (and the pausable one finds it).
+        #[arg(long, default_value = "127.0.0.1:7900")]
+        resource: String,
+        /// Wall-clock ms since the Unix epoch that is time 0 of the history (shared by
+        /// every workload process of a run); default: this process's start.
+        #[arg(long)]
+        epoch_ms: Option<u64>,
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
@@ -58,12 +68,18 @@ pub fn run(args: ChaosArgs) -> ExitCode {
             duration,
             seed,
             negative_control,
+            role,
+            resource,
+            epoch_ms,
             out,
         } => {
             let settings = workload::Settings {
                 endpoints,
                 duration: std::time::Duration::from_secs(duration),
                 seed,
+                role,
+                resource_addr: resource,
+                epoch_ms,
                 mixers: 4,
                 mix_keys: 32,
                 fenced_holders: 3,
@@ -93,7 +109,7 @@ pub fn run(args: ChaosArgs) -> ExitCode {
 }
 
 fn check_dir(dir: &std::path::Path) -> ExitCode {
-    let ops = match history::read(&dir.join("history.jsonl")) {
+    let ops = match history::read_dir(dir) {
         Ok(ops) => ops,
         Err(e) => {
             eprintln!("error: {e}");
@@ -107,17 +123,26 @@ fn check_dir(dir: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (minority, replicas): (Vec<_>, Vec<_>) = run
+    let (minority, nodes): (Vec<_>, Vec<_>) = run
         .violations
         .iter()
         .cloned()
         .partition(|v| v.rule == "minority_side_write");
-    let checks: [(&str, Vec<check::Violation>); 5] = [
+    let abandoned = leases::check_abandoned_locks(&ops);
+    let checks: [(&str, Vec<check::Violation>); 7] = [
         ("token order", check::check_token_order(&ops)),
-        ("lease overlap", check::check_lease_overlap(&ops)),
+        (
+            "lease overlap (cluster time)",
+            check::check_lease_overlap(&ops),
+        ),
+        (
+            "lease not cut short (client time)",
+            leases::check_lease_not_cut_short(&ops),
+        ),
+        ("abandoned locks freed", abandoned.violations.clone()),
         ("fenced resource", check::check_resource(&ops)),
         ("no minority-side writes", minority),
-        ("replicas equal", replicas),
+        ("replicas equal, no node panicked", nodes),
     ];
     let violations: Vec<&check::Violation> = checks.iter().flat_map(|(_, v)| v).collect();
     let mut by_outcome: BTreeMap<String, u64> = BTreeMap::new();
@@ -127,6 +152,7 @@ fn check_dir(dir: &std::path::Path) -> ExitCode {
             .or_default() += 1;
     }
     let failover = report::p50_max(&run.failover_ms);
+    let freed = report::percentiles(&abandoned.freed_after_ms);
     let results = json!({
         "valid": violations.is_empty(),
         "ops": ops.len(),
@@ -134,6 +160,10 @@ fn check_dir(dir: &std::path::Path) -> ExitCode {
         "faults": run.faults,
         "minority_side_writes": run.minority_side_writes,
         "failover_ms": failover.map(|(p50, max)| json!({"p50": p50, "max": max, "samples": run.failover_ms.len()})),
+        "abandoned_locks": {
+            "freed_after_ttl_ms": freed,
+            "not_freed": abandoned.not_freed,
+        },
         "violations": violations.iter().map(|v| json!({
             "rule": v.rule,
             "message": v.message,
@@ -154,6 +184,12 @@ fn check_dir(dir: &std::path::Path) -> ExitCode {
         println!(
             "leader fault -> first successful write: p50 {p50} ms, max {max} ms ({} samples)",
             run.failover_ms.len()
+        );
+    }
+    if let Some(f) = &freed {
+        println!(
+            "abandoned lock free after its TTL: p50 {} ms, p99 {} ms, max {} ms ({} samples, {} not taken over)",
+            f.p50, f.p99, f.max, f.samples, abandoned.not_freed
         );
     }
     for v in &violations {

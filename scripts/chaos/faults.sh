@@ -1,0 +1,168 @@
+# Node control and fault injection for the chaos suite; sourced by run.sh.
+#
+# Expects from run.sh: MODE (netns|loopback), OUT, BIN, API[id], PID[id], STOPPED[id],
+# PAUSABLE_PID, FAKETIME_LIB (empty when libfaketime is missing), and netns.sh.
+#
+# Every fault is recorded in $OUT/faults.jsonl as {"at_wall_ms","kind","node"} once it
+# is in place; a lasting fault records "<kind>_end" (or "heal" for the network) just
+# before it is undone, so the recorded window is always inside the real one.
+
+now_ms() { date +%s%3N; }
+fault() { printf '{"at_wall_ms":%s,"kind":"%s","node":%s}\n' "$(now_ms)" "$1" "${2:-0}" >>"$OUT/faults.jsonl"; }
+note() { echo "[chaos $(date +%T)] $*"; }
+
+# curl (and the workload) from where the nodes can be reached.
+client() { if [[ $MODE == netns ]]; then in_client "$@"; else "$@"; fi; }
+
+node_alive() { [[ -n "${PID[$1]:-}" ]] && kill -0 "${PID[$1]}" 2>/dev/null; }
+
+start_node() {
+  local id=$1 env=()
+  node_alive "$id" && return 0
+  [[ -n "${PID[$id]:-}" ]] && wait "${PID[$id]}" 2>/dev/null
+  # libfaketime (when present) on every node, with the monotonic clock left alone: the
+  # clock_step fault rewrites nN.faketime to move that node's wall clock.
+  if [[ -n "$FAKETIME_LIB" ]]; then
+    env=(env LD_PRELOAD="$FAKETIME_LIB" FAKETIME_TIMESTAMP_FILE="$OUT/n$id.faketime"
+      FAKETIME_CACHE_DURATION=1 FAKETIME_DONT_FAKE_MONOTONIC=1)
+  fi
+  if [[ $MODE == netns ]]; then
+    ip netns exec "$(ns_of "$id")" "${env[@]}" "$BIN" server --config "$OUT/cluster.toml" --node "$id" >>"$OUT/n$id.log" 2>&1 &
+  else
+    "${env[@]}" "$BIN" server --config "$OUT/cluster.toml" --node "$id" >>"$OUT/n$id.log" 2>&1 &
+  fi
+  PID[$id]=$!
+  STOPPED[$id]=0
+}
+
+kill_node() {
+  [[ -n "${PID[$1]:-}" ]] || return 0
+  kill -KILL "${PID[$1]}" 2>/dev/null || true
+  wait "${PID[$1]}" 2>/dev/null || true
+  PID[$1]=""
+}
+
+# SIGTERM, then SIGKILL if it has not stopped within 15 s.
+term_node() {
+  local id=$1 i
+  node_alive "$id" || { kill_node "$id"; return 0; }
+  kill -TERM "${PID[$id]}"
+  for ((i = 0; i < 150; i++)); do node_alive "$id" || break; sleep 0.1; done
+  if node_alive "$id"; then note "n$id ignored SIGTERM for 15 s"; fi
+  kill_node "$id"
+}
+
+leader() {
+  local id
+  for id in 1 2 3; do
+    node_alive "$id" && [[ "${STOPPED[$id]}" == 0 ]] || continue
+    client curl -fsS --max-time 1 "http://${API[$id]}/v1/cluster" 2>/dev/null \
+      | sed -n 's/.*"leader_id":\([0-9]*\).*/\1/p' && return
+  done
+}
+
+ready() { client curl -fsS --max-time 1 "http://${API[$1]}/readyz" >/dev/null 2>&1; }
+
+# Waits until the given nodes (default all) answer /readyz; 1 after 60 s.
+wait_ready() {
+  local deadline=$((SECONDS + 60)) id ids=("$@")
+  ((${#ids[@]})) || ids=(1 2 3)
+  for id in "${ids[@]}"; do
+    until ready "$id"; do
+      (( SECONDS < deadline )) || { note "n$id not ready" >&2; return 1; }
+      sleep 0.1
+    done
+  done
+}
+
+# --- process faults (synchronous: they end before returning) ---
+
+f_kill_leader() { fault kill_leader "$1"; kill_node "$1"; sleep "0.$((RANDOM % 9 + 1))"; start_node "$1"; }
+f_kill_follower() { fault kill_follower "$1"; kill_node "$1"; sleep "$((RANDOM % 2)).$((RANDOM % 10))"; start_node "$1"; }
+f_kill_all() {
+  local id
+  fault kill_all 0
+  for id in 1 2 3; do kill_node "$id"; done
+  sleep 0.5
+  for id in 1 2 3; do start_node "$id"; done
+}
+f_pause_leader() {
+  node_alive "$1" || return 0
+  kill -STOP "${PID[$1]}"; STOPPED[$1]=1; fault pause_leader "$1"
+  sleep "$((RANDOM % 2 + 1)).$((RANDOM % 10))"
+  fault pause_leader_end "$1"; kill -CONT "${PID[$1]}"; STOPPED[$1]=0
+}
+# The pausable holder stops for longer than its 1 s lease, then wakes and writes.
+f_pause_client() {
+  [[ -n "$PAUSABLE_PID" ]] && kill -0 "$PAUSABLE_PID" 2>/dev/null || return 0
+  kill -STOP "$PAUSABLE_PID"; fault pause_client 0
+  sleep "$((RANDOM % 2 + 1)).$((RANDOM % 10))"
+  fault pause_client_end 0; kill -CONT "$PAUSABLE_PID"
+}
+# Graceful: SIGTERM each node in turn, restart it, wait until it is ready again.
+f_rolling_restart() {
+  local id
+  fault rolling_restart 0
+  for id in 1 2 3; do
+    term_node "$id"; start_node "$id"
+    wait_ready "$id" || true
+  done
+  fault rolling_restart_end 0
+}
+
+# --- lasting faults: started here, undone by the matching *_end function ---
+
+# Steps node N's wall clock by +-30..300 s (libfaketime; the monotonic clock is not faked).
+f_clock_step() {
+  local secs=$((30 + RANDOM % 271)) sign
+  ((RANDOM % 2)) && sign=+ || sign=-
+  echo "$sign$secs" >"$OUT/n$1.faketime"
+  sleep 1.1 # libfaketime re-reads the file every second
+  fault clock_step "$1"
+  note "n$1 wall clock ${sign}${secs}s"
+}
+clock_step_end() { fault clock_step_end "$1"; echo "+0" >"$OUT/n$1.faketime"; }
+
+# Fills node N's data filesystem; the node must stop (fail-stop) or keep refusing writes,
+# never acknowledge one it could not persist.
+f_disk_full() {
+  local dir="$OUT/n$1" avail
+  avail=$(df --output=avail -B1 "$dir" | tail -1)
+  fallocate -l "$avail" "$dir/filler" 2>/dev/null || true
+  dd if=/dev/zero of="$dir/filler2" bs=4k 2>/dev/null || true
+  fault disk_full "$1"
+}
+disk_full_end() {
+  fault disk_full_end "$1"
+  rm -f "$OUT/n$1/filler" "$OUT/n$1/filler2"
+  if ! node_alive "$1"; then
+    note "n$1 stopped on the full disk; restarting it"
+    start_node "$1"
+  fi
+}
+
+# Network faults (netns mode): recorded once the rules are in place.
+f_isolate() { local n=$1 p; for p in 1 2 3; do [[ $p == "$n" ]] || cut_link "$n" "$p"; done; fault "$2" "$n"; }
+f_bridge() { cut_link 1 2; fault bridge 3; }
+f_one_way() { one_way_in "$1"; fault one_way_leader "$1"; }
+f_packet_loss() { lossy "$1" 0.3; fault packet_loss "$1"; }
+network_end() { fault heal 0; heal_network; }
+
+# Small loop-mounted filesystems for the data dirs (netns mode).
+DISK_MB=256
+disks_up() {
+  local id
+  for id in 1 2 3; do
+    truncate -s "${DISK_MB}M" "$OUT/n$id.img"
+    mkfs.ext4 -q -F -m 0 "$OUT/n$id.img"
+    mkdir -p "$OUT/n$id"
+    mount -o loop "$OUT/n$id.img" "$OUT/n$id"
+  done
+}
+disks_down() {
+  local id
+  for id in 1 2 3; do
+    mountpoint -q "$OUT/n$id" 2>/dev/null && umount "$OUT/n$id"
+    rm -f "$OUT/n$id.img"
+  done
+}
