@@ -19,7 +19,8 @@ node_alive() { [[ -n "${PID[$1]:-}" ]] && kill -0 "${PID[$1]}" 2>/dev/null; }
 start_node() {
   local id=$1 env=()
   node_alive "$id" && return 0
-  [[ -n "${PID[$id]:-}" ]] && wait "${PID[$id]}" 2>/dev/null
+  # Reap a node that stopped by itself (fail-stop exits non-zero).
+  if [[ -n "${PID[$id]:-}" ]]; then wait "${PID[$id]}" 2>/dev/null || true; fi
   # libfaketime (when present) on every node, with the monotonic clock left alone: the
   # clock_step fault rewrites nN.faketime to move that node's wall clock.
   if [[ -n "$FAKETIME_LIB" ]]; then

@@ -116,10 +116,13 @@ EPOCH=$(now_ms)
 printf '{"start_wall_ms":%s}\n' "$EPOCH" >"$OUT/workload.json"
 WL=(chaos workload --endpoints "${API[1]},${API[2]},${API[3]}" --duration "$DURATION"
   --seed "$SEED" --out "$OUT" --resource "$RESOURCE" --epoch-ms "$EPOCH")
-client "$BIN" "${WL[@]}" --role main "${NEG[@]}" >"$OUT/workload.log" 2>&1 &
+# Started directly (not through a shell function) so that $! is the workload process
+# itself, which pause_client stops.
+IN_CLIENT=(); [[ $MODE == netns ]] && IN_CLIENT=(ip netns exec "$NS_CLIENT")
+"${IN_CLIENT[@]}" "$BIN" "${WL[@]}" --role main "${NEG[@]}" >"$OUT/workload.log" 2>&1 &
 WORKLOAD_PID=$!
 sleep 0.3 # the main process serves the resource the pausable one writes to
-client "$BIN" "${WL[@]}" --role pausable >"$OUT/workload-pausable.log" 2>&1 &
+"${IN_CLIENT[@]}" "$BIN" "${WL[@]}" --role pausable >"$OUT/workload-pausable.log" 2>&1 &
 PAUSABLE_PID=$!
 
 # The schedule: a new fault every 1-4 s. Lasting faults (network, clock, disk) end on
@@ -142,6 +145,13 @@ next_at=$((SECONDS + 1))
 while (( SECONDS < end )); do
   sleep 0.2
   end_lasting
+  # A node that stopped by itself outside a disk-full window is restarted (and named in
+  # the output: fail-stop is by design, but worth a look in its log).
+  for id in 1 2 3; do
+    if ! node_alive "$id" && [[ -n "${PID[$id]:-}" ]] && ! ((DISK_END && DISK_NODE == id)); then
+      note "n$id exited by itself (see n$id.log); restarting it"; start_node "$id"
+    fi
+  done
   (( SECONDS >= next_at )) || continue
   next_at=$((SECONDS + 1 + RANDOM % 4))
   L=$(leader || true); [[ -n "$L" ]] || L=$((1 + RANDOM % 3))
