@@ -60,11 +60,13 @@ done
 
 cargo build --release --quiet --bin baton
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-BIN="$TARGET_DIR/release/baton"
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 for id in 1 2 3; do mountpoint -q "$OUT/n$id" 2>/dev/null && umount "$OUT/n$id"; done
 rm -rf "${OUT:?}"/*
+# A private copy: a build finishing during the run must not swap the binary under it.
+cp "$TARGET_DIR/release/baton" "$OUT/baton"
+BIN="$OUT/baton"
 RANDOM=$SEED
 
 declare -A PID=() API=() STOPPED=()

@@ -1,19 +1,26 @@
-//! The chaos suite's history format and checker (`baton chaos check DIR`).
+//! The chaos suite's workload, history format and checker (hidden `baton chaos`).
 //!
-//! A chaos run records every client operation as one JSON line of `history.jsonl`
-//! ([`history::Op`]): what was asked, when it was invoked and completed (the workload's
-//! monotonic clock), and the outcome — `ok`, `fail` (a definite refusal) or `unknown`
-//! (a timeout or `OUTCOME_UNKNOWN`: it may or may not have happened). The checker then
-//! proves, from the history alone, the safety properties a lock service owes its users
-//! ([`check`]).
+//! `scripts/chaos/run.sh` starts a cluster, injects faults and runs the workload
+//! ([`workload`], with the fenced [`resource`]); every client operation becomes one JSON
+//! line ([`history::Op`]): what was asked, when it was invoked and completed (one
+//! monotonic clock for every workload process), and the outcome — `ok`, `fail` (a
+//! definite refusal) or `unknown` (a timeout or `OUTCOME_UNKNOWN`: it may or may not
+//! have happened). `baton chaos check DIR` then proves from the history alone the
+//! safety properties a lock service owes its users: token order, leases and the fenced
+//! resource ([`check`]), leases on the client's clock and abandoned locks ([`leases`]),
+//! per-key linearizability ([`linearize`]), and from the run's side files no
+//! minority-side writes, equal replicas and no panics ([`report`]).
 //!
 //! # Caveats
-//! This is the first part of the suite: the fault scripts, the workload and the per-key
-//! linearizability search are still to come (see the chaos issue).
+//! The checker sees only what clients saw: lease refreshes by a new leader and the
+//! cluster time of reads and refusals are not in the history, so the checks allow them
+//! (see each module). Unavailability is measured by the workload's probe, not by the
+//! nodes.
 
 pub mod check;
 pub mod history;
 pub mod leases;
+pub mod linearize;
 pub mod report;
 pub mod resource;
 pub mod workload;

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use crate::chaos::{check, history, leases, report, workload};
+use crate::chaos::{check, history, leases, linearize, report, workload};
 
 /// Arguments of `baton chaos`.
 #[derive(Debug, Args)]
@@ -129,7 +129,8 @@ fn check_dir(dir: &std::path::Path) -> ExitCode {
         .cloned()
         .partition(|v| v.rule == "minority_side_write");
     let abandoned = leases::check_abandoned_locks(&ops);
-    let checks: [(&str, Vec<check::Violation>); 7] = [
+    let linear = linearize::check_linearizable(&ops);
+    let checks: [(&str, Vec<check::Violation>); 8] = [
         ("token order", check::check_token_order(&ops)),
         (
             "lease overlap (cluster time)",
@@ -141,6 +142,7 @@ fn check_dir(dir: &std::path::Path) -> ExitCode {
         ),
         ("abandoned locks freed", abandoned.violations.clone()),
         ("fenced resource", check::check_resource(&ops)),
+        ("linearizable per key", linear.violations.clone()),
         ("no minority-side writes", minority),
         ("replicas equal, no node panicked", nodes),
     ];
@@ -160,6 +162,11 @@ fn check_dir(dir: &std::path::Path) -> ExitCode {
         "faults": run.faults,
         "minority_side_writes": run.minority_side_writes,
         "failover_ms": failover.map(|(p50, max)| json!({"p50": p50, "max": max, "samples": run.failover_ms.len()})),
+        "linearizability": {
+            "keys_checked": linear.keys_checked,
+            "ops_checked": linear.ops_checked,
+            "inconclusive_keys": &linear.inconclusive_keys,
+        },
         "abandoned_locks": {
             "freed_after_ttl_ms": freed,
             "not_freed": abandoned.not_freed,
@@ -192,6 +199,13 @@ fn check_dir(dir: &std::path::Path) -> ExitCode {
             f.p50, f.p99, f.max, f.samples, abandoned.not_freed
         );
     }
+    println!(
+        "linearizability: {} keys, {} operations checked, {} inconclusive {:?}",
+        linear.keys_checked,
+        linear.ops_checked,
+        linear.inconclusive_keys.len(),
+        linear.inconclusive_keys
+    );
     for v in &violations {
         println!("VIOLATION {}: {} (ops {:?})", v.rule, v.message, v.ops);
     }
