@@ -16,6 +16,7 @@
 //! 6. the applied [`locks::Reply`] becomes the HTTP answer (token, expiry, or a problem).
 
 pub mod api;
+pub mod bench;
 pub mod chaos;
 pub mod cli;
 pub mod codec;

@@ -1,6 +1,8 @@
 //! The `baton` command line: one file per subcommand.
 
+pub mod bench;
 pub mod chaos;
+pub mod duration;
 pub mod server;
 
 use std::process::ExitCode;
@@ -20,6 +22,8 @@ pub struct Cli {
 pub enum Commands {
     /// Run one node of the cluster described in the config file.
     Server(server::ServerArgs),
+    /// Closed-loop load generator: throughput, latency percentiles, errors, client CPU.
+    Bench(bench::BenchArgs),
     /// Chaos-suite tools (used by scripts/chaos).
     #[command(hide = true)]
     Chaos(chaos::ChaosArgs),
@@ -30,6 +34,7 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Commands::Server(args) => server::run(args),
+        Commands::Bench(args) => bench::run(args),
         Commands::Chaos(args) => chaos::run(args),
     }
 }
