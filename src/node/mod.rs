@@ -300,29 +300,26 @@ impl Node {
             Consistency::Linearizable => {
                 let (leader, _) = self.ready_leadership().await?;
                 let timeout = Duration::from_millis(self.inner.config.api.request_timeout_ms);
-                let confirmed = tokio::time::timeout(
-                    timeout,
-                    self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex),
-                )
-                .await
-                .map_err(|_| {
-                    NodeError::NoQuorum(format!("leadership not confirmed within {timeout:?}"))
-                })?;
-                match confirmed {
-                    Ok(_) => {}
-                    Err(typ::RaftError::APIError(
-                        openraft::errors::LinearizableReadError::ForwardToLeader(_),
-                    )) => return Err(NodeError::NotLeader),
-                    Err(typ::RaftError::APIError(e)) => {
-                        return Err(NodeError::NoQuorum(e.to_string()))
+                let confirm = async {
+                    let confirmed = tokio::time::timeout(
+                        timeout,
+                        self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex),
+                    )
+                    .await
+                    .map_err(|_| {
+                        NodeError::NoQuorum(format!("leadership not confirmed within {timeout:?}"))
+                    })?;
+                    match confirmed {
+                        Ok(_) => Ok(()),
+                        Err(typ::RaftError::APIError(
+                            openraft::errors::LinearizableReadError::ForwardToLeader(_),
+                        )) => Err(NodeError::NotLeader),
+                        Err(typ::RaftError::APIError(e)) => Err(NodeError::NoQuorum(e.to_string())),
+                        Err(typ::RaftError::Fatal(e)) => Err(NodeError::Stopped(e.to_string())),
                     }
-                    Err(typ::RaftError::Fatal(e)) => return Err(NodeError::Stopped(e.to_string())),
-                }
-                let now_ms = self
-                    .inner
-                    .clock
-                    .ready_now_ms(&leader, Instant::now())
-                    .ok_or(NodeError::NotLeader)?;
+                };
+                let now_ms =
+                    clock::read_time(&self.inner.clock, &leader, Instant::now, confirm).await?;
                 Ok(with_table(&self.inner.table, |t| {
                     query(t, now_ms.max(t.now_ms()))
                 }))
