@@ -1,16 +1,20 @@
 # Network-namespace topology for the chaos suite; sourced by run.sh (needs root).
 #
-# One hub namespace holds a bridge; each node (btc-n1..3) and the client namespace
-# (btc-cl) hang off it by a veth pair. Every address lives inside these namespaces
+# One hub namespace holds a bridge; each node (btc<id>-n1..3) and the client namespace
+# (btc<id>-cl) hang off it by a veth pair. Every address lives inside these namespaces
 # (10.77.0.0/24), and everything is removed by netns_down (run.sh's cleanup trap).
 # Partitions are iptables DROP rules inside the node namespaces.
 
-NS_HUB=btc-hub
-NS_CLIENT=btc-cl
+# Names carry the run's id (default: the script's PID) so that two runs on one machine
+# do not touch each other's namespaces or veth pairs. Addresses may repeat: each run has
+# its own bridge.
+NS_ID=${CHAOS_NS_ID:-$$}
+NS_HUB=btc$NS_ID-hub
+NS_CLIENT=btc$NS_ID-cl
 NET_PREFIX=10.77.0
 CLIENT_ADDR=$NET_PREFIX.100
 
-ns_of() { echo "btc-n$1"; }
+ns_of() { echo "btc$NS_ID-n$1"; }
 addr_of() { echo "$NET_PREFIX.$1"; }
 
 netns_up() {
@@ -23,11 +27,12 @@ netns_up() {
     if [[ $name == cl ]]; then ns=$NS_CLIENT; addr=$CLIENT_ADDR; else ns=$(ns_of "$name"); addr=$(addr_of "$name"); fi
     ip netns add "$ns"
     ip netns exec "$ns" ip link set lo up
-    ip link add "bv-$name" type veth peer name "bp-$name"
-    ip link set "bv-$name" netns "$NS_HUB"
-    ip link set "bp-$name" netns "$ns"
-    ip netns exec "$NS_HUB" ip link set "bv-$name" master br0 up
-    ip netns exec "$ns" ip link set "bp-$name" name eth0
+    # veth names live in the root namespace until moved: unique per run, at most 15 chars.
+    ip link add "bv$NS_ID-$name" type veth peer name "bp$NS_ID-$name"
+    ip link set "bv$NS_ID-$name" netns "$NS_HUB"
+    ip link set "bp$NS_ID-$name" netns "$ns"
+    ip netns exec "$NS_HUB" ip link set "bv$NS_ID-$name" master br0 up
+    ip netns exec "$ns" ip link set "bp$NS_ID-$name" name eth0
     ip netns exec "$ns" ip addr add "$addr/24" dev eth0
     ip netns exec "$ns" ip link set eth0 up
   done
@@ -35,7 +40,7 @@ netns_up() {
 
 netns_down() {
   local ns
-  for ns in "$NS_CLIENT" btc-n1 btc-n2 btc-n3 "$NS_HUB"; do
+  for ns in "$NS_CLIENT" "$(ns_of 1)" "$(ns_of 2)" "$(ns_of 3)" "$NS_HUB"; do
     ip netns del "$ns" 2>/dev/null || true
   done
 }
