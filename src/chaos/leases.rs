@@ -27,8 +27,11 @@ use super::history::{Op, OpKind, Outcome};
 
 /// Owner name of the workload's abandoner.
 pub const ABANDONER: &str = "abandoner";
-/// Clock granularity and the time between a refusal's invoke and its application.
-pub const EXPIRY_SLACK_MS: u64 = 100;
+/// What the probe cannot see: the last commit before an outage may precede the probe's
+/// last success by a probe period and a round trip, and a new leader's clock may resume
+/// from that commit (its refresh then counts from there). Two probe periods, a sweep
+/// interval of the chaos config and clock granularity.
+pub const EXPIRY_SLACK_MS: u64 = 250;
 /// A pause between two successful probe writes longer than this (twice the probe period)
 /// counts, whole, as unavailability.
 const PROBE_GAP_MS: u64 = 100;

@@ -102,36 +102,6 @@ impl ClusterClock {
     }
 }
 
-/// The cluster time at which a linearizable read by `leader` is evaluated.
-///
-/// Sampled *before* `confirm` (the read-index round that proves this node is still the
-/// leader) runs, and never after it: a leader paused or slowed between confirming and
-/// reading would otherwise judge leases by a time at which it may no longer lead — a
-/// new leader may have refreshed those leases meanwhile — and answer "free" for a lock
-/// that was never free (found by the chaos suite: SIGSTOP of the leader while a read
-/// was in flight). At the sampled time the quorum round that follows had not started,
-/// so no other leader existed yet, and the read's state (everything committed up to the
-/// read index) is judged no later than that. After the round, the clock must still be
-/// this leader's, or the read fails with `NotLeader`.
-pub(super) async fn read_time<F>(
-    clock: &ClusterClock,
-    leader: &CommittedLeaderId,
-    now: impl Fn() -> Instant,
-    confirm: F,
-) -> Result<u64, super::NodeError>
-where
-    F: std::future::Future<Output = Result<(), super::NodeError>>,
-{
-    let sampled = clock
-        .ready_now_ms(leader, now())
-        .ok_or(super::NodeError::NotLeader)?;
-    confirm.await?;
-    clock
-        .ready_now_ms(leader, now())
-        .ok_or(super::NodeError::NotLeader)?;
-    Ok(sampled)
-}
-
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -143,46 +113,6 @@ mod tests {
 
     fn leader(term: u64, node: u64) -> CommittedLeaderId {
         openraft::impls::leader_id_adv::LeaderId::new(term, node).to_committed()
-    }
-
-    #[tokio::test]
-    async fn a_read_is_judged_at_the_time_before_its_leadership_check() {
-        // Regression (chaos seed 2026): the leader was stopped for 2 s after confirming
-        // its leadership; judging the read after the pause expired a lease that the new
-        // leader had refreshed meanwhile.
-        let clock = ClusterClock::default();
-        let l = leader(3, 1);
-        let t0 = Instant::now();
-        clock.anchor(l, 1_000, 0, t0);
-        clock.set_ready(&l);
-        let fake_now = std::cell::Cell::new(t0 + Duration::from_millis(10));
-        let paused = async {
-            fake_now.set(fake_now.get() + Duration::from_secs(2));
-            Ok(())
-        };
-        let at = read_time(&clock, &l, || fake_now.get(), paused)
-            .await
-            .unwrap();
-        assert_eq!(at, 1_010);
-    }
-
-    #[tokio::test]
-    async fn a_read_fails_when_the_leadership_changed_meanwhile() {
-        let clock = ClusterClock::default();
-        let l = leader(3, 1);
-        let t0 = Instant::now();
-        clock.anchor(l, 1_000, 0, t0);
-        clock.set_ready(&l);
-        let deposed = async {
-            clock.clear(&l);
-            Ok(())
-        };
-        let r = read_time(&clock, &l, || t0, deposed).await;
-        assert!(matches!(r, Err(crate::node::NodeError::NotLeader)));
-        // And a clock that is not ready yet (refresh not committed) reads nothing.
-        clock.anchor(l, 1_000, 0, t0);
-        let r = read_time(&clock, &l, || t0, async { Ok(()) }).await;
-        assert!(matches!(r, Err(crate::node::NodeError::NotLeader)));
     }
 
     #[test]

@@ -64,6 +64,22 @@ pub enum NodeError {
     Stopped(String),
 }
 
+/// The cluster time at which a linearizable read judges leases: the time of the last
+/// applied entry, never the leader's running clock.
+///
+/// A lease ends for everyone only when an entry stamped at or after its end is
+/// committed (an acquire, a renew, the leader's sweep). Judging a read by the leader's
+/// clock instead would let it report "free" for a lease whose end no entry has reached;
+/// if that leader is then cut off before its sweep commits, the next leader — whose
+/// refresh judges liveness at the last applied time (DESIGN.md "Time and leases") —
+/// extends the very lease the read called expired, and the history is no longer
+/// linearizable (found by the chaos suite: isolate the leader, heal, read, kill it).
+/// The cost: a read shows an expired lock until the sweep (every
+/// `raft.sweep_interval_ms`) commits its expiry.
+pub fn linearizable_read_time_ms(table: &LockTable) -> u64 {
+    table.now_ms()
+}
+
 /// Read consistency requested by a client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Consistency {
@@ -298,7 +314,7 @@ impl Node {
         match consistency {
             Consistency::Local => Ok(with_table(&self.inner.table, |t| query(t, t.now_ms()))),
             Consistency::Linearizable => {
-                let (leader, _) = self.ready_leadership().await?;
+                self.ready_leadership().await?;
                 let timeout = Duration::from_millis(self.inner.config.api.request_timeout_ms);
                 let confirm = async {
                     let confirmed = tokio::time::timeout(
@@ -318,10 +334,9 @@ impl Node {
                         Err(typ::RaftError::Fatal(e)) => Err(NodeError::Stopped(e.to_string())),
                     }
                 };
-                let now_ms =
-                    clock::read_time(&self.inner.clock, &leader, Instant::now, confirm).await?;
+                confirm.await?;
                 Ok(with_table(&self.inner.table, |t| {
-                    query(t, now_ms.max(t.now_ms()))
+                    query(t, linearizable_read_time_ms(t))
                 }))
             }
         }
@@ -455,4 +470,33 @@ async fn close_db(db: Arc<rocksdb::DB>) {
         );
     }
     drop(db);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::locks::{Key, Owner};
+
+    /// Regression (chaos seed 2027): the leader's clock ran past a lease's end while it
+    /// was cut off and could commit nothing; a read judged by that clock said "free",
+    /// then the next leader's refresh (liveness at the last applied time) extended the
+    /// lease. Reads judged at the applied time agree with the refresh.
+    #[test]
+    fn a_read_never_sees_an_expiry_the_log_has_not_reached() {
+        let key = Key::parse("deploy").unwrap();
+        let owner = Owner::parse("ci").unwrap();
+        let mut table = LockTable::default();
+        table.apply(1, &Command::acquire(key.clone(), owner, 1_000, 0));
+        // The old leader's clock is at 1_500 now, but nothing was committed since 0.
+        let read_before = table
+            .get(&key, linearizable_read_time_ms(&table))
+            .map(|g| g.token);
+        // The next leader refreshes every lease live at the last applied time (0).
+        table.apply(2, &Command::refresh_leases(1_600, 0));
+        let read_after = table
+            .get(&key, linearizable_read_time_ms(&table))
+            .map(|g| g.token);
+        assert_eq!(read_before, Some(crate::locks::Token(1)));
+        assert_eq!(read_after, read_before);
+    }
 }
