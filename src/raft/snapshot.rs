@@ -49,11 +49,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let db = self.db.clone();
         let dir = self.dir.clone();
         let started = std::time::Instant::now();
-        let snapshot = tokio::task::spawn_blocking(move || build(&db, &dir))
+        let (snapshot, locks) = tokio::task::spawn_blocking(move || build(&db, &dir))
             .await
             .map_err(std::io::Error::other)??;
         tracing::info!(
             index = snapshot.meta.last_log_id.as_ref().map(|l| l.index),
+            locks,
             bytes = snapshot.snapshot.get_ref().len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "built snapshot"
@@ -63,7 +64,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 }
 
 /// Reads meta and locks through one RocksDB snapshot, encodes them and stores the file.
-fn build(db: &DB, dir: &Path) -> Result<Snapshot, StoreError> {
+/// Returns the snapshot and the number of locks in it.
+fn build(db: &DB, dir: &Path) -> Result<(Snapshot, usize), StoreError> {
     let view = db.snapshot();
     let SmMeta {
         last_applied,
@@ -75,16 +77,20 @@ fn build(db: &DB, dir: &Path) -> Result<Snapshot, StoreError> {
         let (_, value) = item?;
         grants.push(codec::decode(&value)?);
     }
+    let locks = grants.len();
     let data = codec::encode(&TableSnapshot { now_ms, grants })?;
     let meta = SnapshotMeta {
         last_log_id: last_applied,
         last_membership: membership,
     };
     save(dir, &meta, &data)?;
-    Ok(Snapshot {
-        meta,
-        snapshot: Cursor::new(data),
-    })
+    Ok((
+        Snapshot {
+            meta,
+            snapshot: Cursor::new(data),
+        },
+        locks,
+    ))
 }
 
 /// Decodes snapshot data received from a leader. Bad bytes are an error, never a panic.

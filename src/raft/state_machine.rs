@@ -210,7 +210,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: Self::SnapshotData,
     ) -> Result<(), io::Error> {
+        let started = std::time::Instant::now();
         let data = snapshot.into_inner();
+        let bytes = data.len();
         let decoded = snapshot::decode_table(&data)?;
         let table = LockTable::from_snapshot(decoded)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
@@ -249,6 +251,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         tracing::info!(
             index = meta.last_log_id.as_ref().map(|l| l.index),
             locks = table.len(),
+            bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
             "installed snapshot"
         );
         *write_table(&self.table) = table;
