@@ -109,6 +109,10 @@ pub struct LeaseConfig {
     pub max_ttl_ms: u64,
     /// `ttl_ms` of an acquire that names none.
     pub default_ttl_ms: u64,
+    /// Largest `wait_ms` of an acquire (time spent in a key's queue).
+    pub max_wait_ms: u64,
+    /// Largest `lock_delay_ms` of an acquire.
+    pub max_lock_delay_ms: u64,
 }
 
 impl Default for LeaseConfig {
@@ -117,6 +121,8 @@ impl Default for LeaseConfig {
             min_ttl_ms: 500,
             max_ttl_ms: 86_400_000,
             default_ttl_ms: 30_000,
+            max_wait_ms: 3_600_000,
+            max_lock_delay_ms: 60_000,
         }
     }
 }

@@ -8,9 +8,11 @@ use tracing::instrument;
 
 use super::extract::{ApiJson, ApiQuery, LockKey};
 use super::problem::ApiError;
-use super::views::{GrantView, ListView, LockView, ReleaseView, ValidateView};
-use super::App;
-use crate::locks::{Command, Key, Owner, Reply, Token};
+use super::views::{
+    CancelView, GrantView, ListView, LockView, ReleaseView, ValidateView, WaiterView,
+};
+use super::{waiting, App};
+use crate::locks::{AcquireOptions, CancelReason, Command, Key, Owner, Reply, Token};
 use crate::node::Consistency;
 
 /// `POST /v1/locks/{key}/acquire`
@@ -20,6 +22,26 @@ pub struct AcquireBody {
     owner: String,
     ttl_ms: Option<u64>,
     wait_ms: Option<u64>,
+    lock_delay_ms: Option<u64>,
+}
+
+/// `POST /v1/locks/{key}/cancel`: leave the key's queue (and release the key if the
+/// queue granted it meanwhile).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelBody {
+    owner: String,
+    #[serde(default)]
+    reason: CancelReasonParam,
+}
+
+/// Why a wait is cancelled; recorded in the `wait_timeout` / `wait_cancelled` event.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CancelReasonParam {
+    Timeout,
+    #[default]
+    Disconnected,
 }
 
 /// `POST /v1/locks/{key}/renew`
@@ -69,6 +91,9 @@ impl From<ConsistencyParam> for Consistency {
 pub struct ReadQuery {
     #[serde(default)]
     consistency: ConsistencyParam,
+    /// List the waiters of the key's queue.
+    #[serde(default)]
+    waiters: bool,
 }
 
 /// Query of `GET /v1/locks`.
@@ -113,20 +138,68 @@ pub async fn acquire(
     ApiJson(body): ApiJson<AcquireBody>,
 ) -> Result<Json<GrantView>, ApiError> {
     let owner = owner(body.owner)?;
-    let ttl_ms = app.ttl(body.ttl_ms)?;
-    if body.wait_ms.unwrap_or(0) > 0 {
-        return Err(ApiError::InvalidRequest(
-            "wait_ms > 0 is not supported yet: waiting in a queue is not implemented; use wait_ms 0 and retry".into(),
-        ));
+    let options = AcquireOptions {
+        ttl_ms: app.ttl(body.ttl_ms)?,
+        wait_ms: bounded("wait_ms", body.wait_ms, app.node.config().lease.max_wait_ms)?,
+        lock_delay_ms: bounded(
+            "lock_delay_ms",
+            body.lock_delay_ms,
+            app.node.config().lease.max_lock_delay_ms,
+        )?,
+    };
+    if options.wait_ms > 0 {
+        let grant = waiting::acquire(&app, key, owner, options).await?;
+        return Ok(Json(GrantView::from(&grant)));
     }
     let reply = app
         .node
-        .write(|now_ms| Command::acquire(key, owner, ttl_ms, now_ms))
+        .write(|now_ms| Command::acquire_with(key, owner, options, now_ms))
         .await?;
     if let Some(g) = reply.grant() {
         tracing::debug!(token = g.token.0, "granted");
     }
     granted(reply)
+}
+
+/// A duration in milliseconds that must not exceed `max` (0 when absent).
+fn bounded(name: &str, value: Option<u64>, max: u64) -> Result<u64, ApiError> {
+    let v = value.unwrap_or(0);
+    if v > max {
+        return Err(ApiError::InvalidRequest(format!(
+            "{name} {v} is above its maximum {max} (cluster.toml [lease])"
+        )));
+    }
+    Ok(v)
+}
+
+#[instrument(skip_all, fields(key = %key, owner = %body.owner))]
+pub async fn cancel(
+    State(app): State<App>,
+    LockKey(key): LockKey,
+    ApiJson(body): ApiJson<CancelBody>,
+) -> Result<Json<CancelView>, ApiError> {
+    let owner = owner(body.owner)?;
+    let reason = match body.reason {
+        CancelReasonParam::Timeout => CancelReason::Timeout,
+        CancelReasonParam::Disconnected => CancelReason::Disconnected,
+    };
+    let reply = app
+        .node
+        .write(|now_ms| Command::cancel_wait(key, owner, reason, now_ms))
+        .await?;
+    match reply {
+        Reply::WaitCancelled {
+            key,
+            was_queued,
+            released,
+        } => Ok(Json(CancelView {
+            key: key.to_string(),
+            was_queued,
+            released_token: released.map(|t| t.0),
+        })),
+        Reply::Refused(e) => Err(e.into()),
+        other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
+    }
 }
 
 #[instrument(skip_all, fields(key = %key, token = body.token))]
@@ -189,10 +262,21 @@ pub async fn get(
     LockKey(key): LockKey,
     ApiQuery(q): ApiQuery<ReadQuery>,
 ) -> Result<Json<LockView>, ApiError> {
+    let list_waiters = q.waiters;
     let found = app
         .node
         .read(q.consistency.into(), |t, now_ms| {
-            t.get(&key, now_ms).map(LockView::from)
+            t.get(&key, now_ms).map(|g| {
+                let mut view = LockView::from(g);
+                if let Some(st) = t.stored(&key) {
+                    view.waiters = st.live_waiters(now_ms).count() as u64;
+                    if list_waiters {
+                        view.waiter_list =
+                            Some(st.live_waiters(now_ms).map(WaiterView::from).collect());
+                    }
+                }
+                view
+            })
         })
         .await?;
     found
@@ -227,7 +311,11 @@ pub async fn list(
         .read(q.consistency.into(), |t, now_ms| {
             t.list(&prefix, cursor.as_ref(), limit + 1, now_ms)
                 .into_iter()
-                .map(LockView::from)
+                .map(|g| {
+                    let mut view = LockView::from(g);
+                    view.waiters = t.waiting(&g.key, now_ms) as u64;
+                    view
+                })
                 .collect::<Vec<_>>()
         })
         .await?;

@@ -4,11 +4,13 @@
 //! Layers, outside in: request span (method, path, request id), body limit, relay to
 //! the leader (writes and linearizable reads on a follower), handler.
 
+pub mod events;
 pub mod extract;
 pub mod locks;
 pub mod problem;
 pub mod raft_rpc;
 pub mod views;
+pub mod waiting;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -80,6 +82,8 @@ pub fn router(app: App) -> Router {
         .route("/v1/locks/{key}/renew", post(locks::renew))
         .route("/v1/locks/{key}/release", post(locks::release))
         .route("/v1/locks/{key}/validate", post(locks::validate))
+        .route("/v1/locks/{key}/cancel", post(locks::cancel))
+        .route("/v1/locks/{key}/events", get(events::events))
         .route("/v1/cluster", get(cluster))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -156,7 +160,10 @@ async fn request_span(State(app): State<App>, mut req: Request, next: Next) -> R
 /// Whether a request must be served by the leader: every `/v1/locks` request except
 /// reads asking for `consistency=local`.
 fn needs_leader(req: &Request) -> bool {
-    if !req.uri().path().starts_with("/v1/locks") {
+    let path = req.uri().path();
+    // Every node applies every entry, so any node serves the event stream.
+    if !path.starts_with("/v1/locks") || (req.method() == Method::GET && path.ends_with("/events"))
+    {
         return false;
     }
     let local = req
@@ -164,6 +171,23 @@ fn needs_leader(req: &Request) -> bool {
         .query()
         .is_some_and(|q| q.split('&').any(|kv| kv == "consistency=local"));
     !(req.method() == Method::GET && local)
+}
+
+/// The relay timeout of requests that take longer than the usual request timeout: an
+/// acquire that waits in a queue (`wait_ms`, bounded by `lease.max_wait_ms`) and the
+/// event stream (no timeout). `None`: the forwarder's default.
+fn relay_timeout(app: &App, parts: &axum::http::request::Parts, body: &[u8]) -> Option<Duration> {
+    let path = parts.uri.path();
+    if !path.ends_with("/acquire") {
+        return None;
+    }
+    let wait_ms = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()?
+        .get("wait_ms")?
+        .as_u64()?
+        .min(app.node.config().lease.max_wait_ms);
+    let usual = app.node.config().api.request_timeout_ms + 1_000;
+    Some(Duration::from_millis(usual.saturating_add(wait_ms)))
 }
 
 /// On a follower, relays leader-only requests to the leader (see `node::forward`). A
@@ -196,6 +220,7 @@ async fn relay_to_leader(State(app): State<App>, req: Request, next: Next) -> Re
     }
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let is_write = parts.method != Method::GET;
+    let timeout = relay_timeout(&app, &parts, &bytes);
     match app
         .forwarder
         .relay(
@@ -205,6 +230,7 @@ async fn relay_to_leader(State(app): State<App>, req: Request, next: Next) -> Re
             path,
             &parts.headers,
             bytes,
+            timeout,
         )
         .await
     {

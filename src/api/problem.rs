@@ -4,7 +4,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use super::views::GrantView;
+use super::views::{rfc3339_ms, GrantView};
 use crate::locks::LockError;
 use crate::node::NodeError;
 
@@ -29,6 +29,15 @@ pub enum ApiError {
         detail: String,
         holder: Box<GrantView>,
     },
+    /// Nobody holds the key, but a lock-delay or the queue keeps it from a non-waiting
+    /// acquire (code `LOCK_HELD`).
+    #[error("{detail}")]
+    LockUnavailable {
+        detail: String,
+        available_at: Option<String>,
+    },
+    #[error("{0}")]
+    WaitTimeout(String),
     #[error("{0}")]
     LockLost(String),
     #[error("{0}")]
@@ -66,6 +75,8 @@ impl ApiError {
                 "Payload too large",
             ),
             LockHeld { .. } => ("LOCK_HELD", StatusCode::CONFLICT, "Lock is held"),
+            LockUnavailable { .. } => ("LOCK_HELD", StatusCode::CONFLICT, "Lock is not available"),
+            WaitTimeout(_) => ("WAIT_TIMEOUT", StatusCode::CONFLICT, "Wait timed out"),
             LockLost(_) => ("LOCK_LOST", StatusCode::CONFLICT, "Lock lost"),
             LockNotFound(_) => ("LOCK_NOT_FOUND", StatusCode::NOT_FOUND, "Lock not found"),
             NotOwner(_) => ("NOT_OWNER", StatusCode::FORBIDDEN, "Not the owner"),
@@ -90,6 +101,10 @@ impl From<LockError> for ApiError {
             LockError::Held { ref holder } => ApiError::LockHeld {
                 detail: e.to_string(),
                 holder: Box::new(GrantView::from(holder)),
+            },
+            LockError::Unavailable { until_ms, .. } => ApiError::LockUnavailable {
+                detail: e.to_string(),
+                available_at: until_ms.map(rfc3339_ms),
             },
             LockError::Lost { .. } => ApiError::LockLost(e.to_string()),
             LockError::NotOwner { .. } => ApiError::NotOwner(e.to_string()),
@@ -122,6 +137,13 @@ impl IntoResponse for ApiError {
         });
         if let ApiError::LockHeld { holder, .. } = &self {
             body["holder"] = serde_json::to_value(holder.as_ref()).unwrap_or(Value::Null);
+        }
+        if let ApiError::LockUnavailable {
+            available_at: Some(at),
+            ..
+        } = &self
+        {
+            body["available_at"] = Value::String(at.clone());
         }
         match status {
             StatusCode::INTERNAL_SERVER_ERROR => {

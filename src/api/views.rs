@@ -4,7 +4,7 @@ use serde::Serialize;
 use time::macros::format_description;
 use time::OffsetDateTime;
 
-use crate::locks::{Grant, Release};
+use crate::locks::{Grant, Release, Waiter};
 
 /// Formats cluster milliseconds as RFC 3339 UTC with milliseconds.
 pub fn rfc3339_ms(ms: u64) -> String {
@@ -51,8 +51,42 @@ pub struct LockView {
     pub renewed_at: String,
     pub expires_at: String,
     pub ttl_ms: u64,
-    /// Clients queued for the lock (always 0 until queueing exists).
+    /// Clients waiting in the key's queue.
     pub waiters: u64,
+    /// The queue in order, with `?waiters=true`.
+    #[serde(rename = "waiter_list", skip_serializing_if = "Option::is_none")]
+    pub waiter_list: Option<Vec<WaiterView>>,
+}
+
+/// One waiter of a key's queue.
+#[derive(Clone, Debug, Serialize)]
+pub struct WaiterView {
+    pub owner: String,
+    pub ttl_ms: u64,
+    pub queued_at: String,
+    pub wait_until: String,
+}
+
+impl From<&Waiter> for WaiterView {
+    fn from(w: &Waiter) -> WaiterView {
+        WaiterView {
+            owner: w.owner.to_string(),
+            ttl_ms: w.ttl_ms,
+            queued_at: rfc3339_ms(w.queued_at_ms),
+            wait_until: rfc3339_ms(w.wait_until_ms),
+        }
+    }
+}
+
+/// The answer to cancel.
+#[derive(Debug, Serialize)]
+pub struct CancelView {
+    pub key: String,
+    /// The owner was in the queue (and is not any more).
+    pub was_queued: bool,
+    /// The queue had granted the key to the owner already; the cancel released it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub released_token: Option<u64>,
 }
 
 impl From<&Grant> for LockView {
@@ -66,6 +100,7 @@ impl From<&Grant> for LockView {
             expires_at: rfc3339_ms(g.expires_at_ms),
             ttl_ms: g.ttl_ms,
             waiters: 0,
+            waiter_list: None,
         }
     }
 }

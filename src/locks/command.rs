@@ -12,11 +12,16 @@ use super::types::{Key, Owner, Token};
 /// cluster time; applying a command never reads a clock.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// Take `key` for `owner` for `ttl_ms`, or extend the owner's own grant.
+    /// Take `key` for `owner` for `ttl_ms`, or extend the owner's own grant. When another
+    /// owner holds it and `wait_ms > 0`, join the key's FIFO queue for up to `wait_ms`.
+    /// `lock_delay_ms`: after this grant's lease *expires*, nobody gets the key for that
+    /// long (a clean release frees it at once).
     Acquire {
         key: Key,
         owner: Owner,
         ttl_ms: u64,
+        wait_ms: u64,
+        lock_delay_ms: u64,
         now_ms: u64,
     },
     /// Extend the live grant held under `token`; `ttl_ms: None` keeps the grant's TTL.
@@ -32,6 +37,18 @@ pub enum Command {
     ReleaseByOwner { key: Key, owner: Owner, now_ms: u64 },
     /// Free `key` whoever holds it (admin).
     ForceRelease { key: Key, now_ms: u64 },
+    /// Take `owner` out of `key`'s queue; if the queue already granted it the key, release
+    /// that grant (the waiting request is gone or its wait ended: nobody would use it).
+    CancelWait {
+        key: Key,
+        owner: Owner,
+        reason: CancelReason,
+        now_ms: u64,
+    },
+    /// Grant a free `key` to its first waiter (the leader proposes one per key whose
+    /// holder expired or whose lock-delay ended while waiters queue; one entry grants at
+    /// most one lock, so every token stays a distinct log index).
+    Handoff { key: Key, now_ms: u64 },
     /// Remove every grant whose lease has run out (the leader's periodic sweep).
     Sweep { now_ms: u64 },
     /// Extend every lease that was live at `live_at_ms` to at least `now_ms + ttl`
@@ -42,11 +59,18 @@ pub enum Command {
 }
 
 impl Command {
+    /// An acquire that does not wait and sets no lock-delay.
     pub fn acquire(key: Key, owner: Owner, ttl_ms: u64, now_ms: u64) -> Command {
+        Command::acquire_with(key, owner, AcquireOptions::ttl(ttl_ms), now_ms)
+    }
+
+    pub fn acquire_with(key: Key, owner: Owner, options: AcquireOptions, now_ms: u64) -> Command {
         Command::Acquire {
             key,
             owner,
-            ttl_ms,
+            ttl_ms: options.ttl_ms,
+            wait_ms: options.wait_ms,
+            lock_delay_ms: options.lock_delay_ms,
             now_ms,
         }
     }
@@ -72,6 +96,19 @@ impl Command {
         Command::ForceRelease { key, now_ms }
     }
 
+    pub fn cancel_wait(key: Key, owner: Owner, reason: CancelReason, now_ms: u64) -> Command {
+        Command::CancelWait {
+            key,
+            owner,
+            reason,
+            now_ms,
+        }
+    }
+
+    pub fn handoff(key: Key, now_ms: u64) -> Command {
+        Command::Handoff { key, now_ms }
+    }
+
     pub fn sweep(now_ms: u64) -> Command {
         Command::Sweep { now_ms }
     }
@@ -88,6 +125,8 @@ impl Command {
             | Command::Release { now_ms, .. }
             | Command::ReleaseByOwner { now_ms, .. }
             | Command::ForceRelease { now_ms, .. }
+            | Command::CancelWait { now_ms, .. }
+            | Command::Handoff { now_ms, .. }
             | Command::Sweep { now_ms }
             | Command::RefreshLeases { now_ms, .. } => *now_ms,
         }
@@ -100,7 +139,9 @@ impl Command {
             | Command::Renew { key, .. }
             | Command::Release { key, .. }
             | Command::ReleaseByOwner { key, .. }
-            | Command::ForceRelease { key, .. } => Some(key),
+            | Command::ForceRelease { key, .. }
+            | Command::CancelWait { key, .. }
+            | Command::Handoff { key, .. } => Some(key),
             Command::Sweep { .. } | Command::RefreshLeases { .. } => None,
         }
     }
@@ -113,6 +154,8 @@ impl Command {
             Command::Release { .. } => "release",
             Command::ReleaseByOwner { .. } => "release_by_owner",
             Command::ForceRelease { .. } => "force_release",
+            Command::CancelWait { .. } => "cancel_wait",
+            Command::Handoff { .. } => "handoff",
             Command::Sweep { .. } => "sweep",
             Command::RefreshLeases { .. } => "refresh_leases",
         }
@@ -129,6 +172,36 @@ impl fmt::Display for Command {
     }
 }
 
+/// Lease, wait and lock-delay of an acquire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AcquireOptions {
+    pub ttl_ms: u64,
+    /// 0: fail at once when the key is held; otherwise wait this long in its queue.
+    pub wait_ms: u64,
+    /// After the lease expires, keep the key from everyone else this long.
+    pub lock_delay_ms: u64,
+}
+
+impl AcquireOptions {
+    /// No wait, no lock-delay.
+    pub fn ttl(ttl_ms: u64) -> AcquireOptions {
+        AcquireOptions {
+            ttl_ms,
+            wait_ms: 0,
+            lock_delay_ms: 0,
+        }
+    }
+}
+
+/// Why a wait is cancelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CancelReason {
+    /// The waiting request's `wait_ms` ran out.
+    Timeout,
+    /// The waiting client went away.
+    Disconnected,
+}
+
 /// A lock held by an owner.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grant {
@@ -143,6 +216,8 @@ pub struct Grant {
     pub expires_at_ms: u64,
     /// Lease length of the last acquire or renew.
     pub ttl_ms: u64,
+    /// Lock-delay after this lease expires (0: none).
+    pub lock_delay_ms: u64,
 }
 
 impl Grant {
@@ -181,6 +256,17 @@ pub struct Release {
     pub at_ms: u64,
 }
 
+/// A place in a key's queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Queued {
+    pub key: Key,
+    pub owner: Owner,
+    /// 1 = next in line.
+    pub position: u64,
+    /// Cluster time at which the wait runs out.
+    pub wait_until_ms: u64,
+}
+
 /// The state machine's answer to one command.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
@@ -188,6 +274,17 @@ pub enum Reply {
     Granted(Grant),
     /// Release, release by owner, or force release.
     Released(Release),
+    /// The acquire joined (or was already in) the key's queue.
+    Queued(Queued),
+    /// A cancelled wait: whether the owner was still queued, and the grant that the
+    /// cancel released because the queue had granted it already.
+    WaitCancelled {
+        key: Key,
+        was_queued: bool,
+        released: Option<Token>,
+    },
+    /// A handoff granted this (or nothing: the key was taken, or nobody waits any more).
+    HandedOff { granted: Option<Grant> },
     /// A sweep removed this many expired grants.
     Swept { expired: u64 },
     /// A refresh extended this many leases.
@@ -218,6 +315,19 @@ impl fmt::Display for Reply {
                 g.key, g.owner, g.token, g.expires_at_ms
             ),
             Reply::Released(r) => write!(f, "release {} released={}", r.key, r.released),
+            Reply::Queued(q) => write!(f, "queued {} at {} on {}", q.owner, q.position, q.key),
+            Reply::WaitCancelled {
+                key,
+                was_queued,
+                released,
+            } => write!(
+                f,
+                "wait on {key} cancelled (queued={was_queued}, released={released:?})"
+            ),
+            Reply::HandedOff { granted: Some(g) } => {
+                write!(f, "handed {} to {} token {}", g.key, g.owner, g.token)
+            }
+            Reply::HandedOff { granted: None } => f.write_str("handed off nothing"),
             Reply::Swept { expired } => write!(f, "swept {expired}"),
             Reply::Refreshed { leases } => write!(f, "refreshed {leases}"),
             Reply::Refused(e) => write!(f, "refused: {e}"),

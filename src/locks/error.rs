@@ -19,6 +19,12 @@ pub enum LockError {
         token: Token,
         current: Option<Token>,
     },
+    /// Nobody holds the key, but its lock-delay (after an expired lease) or its queue
+    /// keeps it from a caller that does not wait.
+    #[error(
+        "lock {key} has no holder but is not available: waiters are ahead or a lock-delay runs"
+    )]
+    Unavailable { key: Key, until_ms: Option<u64> },
     /// Release by owner from an owner that does not hold the key.
     #[error("{owner} does not hold {key}")]
     NotOwner { key: Key, owner: Owner },
@@ -29,4 +35,6 @@ pub enum LockError {
 pub enum SnapshotError {
     #[error("key {0} appears twice")]
     DuplicateKey(Key),
+    #[error("the grant stored under key {0} names another key")]
+    KeyMismatch(Key),
 }

@@ -2,11 +2,13 @@
 //!
 //! Commands (`now=` is the command's cluster time; every applied command takes the next
 //! log index, starting at 1):
-//! `acquire KEY owner=O ttl=T now=N`, `renew KEY token=T [ttl=T] now=N`,
+//! `acquire KEY owner=O ttl=T [wait=W] [delay=D] now=N`, `renew KEY token=T [ttl=T] now=N`,
 //! `release KEY token=T now=N`, `release_by_owner KEY owner=O now=N`,
-//! `force_release KEY now=N`, `sweep now=N`, `refresh live_at=L now=N` (apply);
+//! `force_release KEY now=N`, `cancel_wait KEY owner=O [reason=timeout|disconnected] now=N`,
+//! `handoff KEY now=N`, `sweep now=N`, `refresh live_at=L now=N` (apply; each prints its
+//! reply, the changed keys and its events, indented);
 //! `get KEY now=N`, `list [prefix=P] [after=K] [limit=L] now=N`,
-//! `validate KEY token=T now=N`, `dump` (queries).
+//! `validate KEY token=T now=N`, `handoffs now=N`, `next_sweep`, `dump` (queries).
 //! Regenerate with `UPDATE_GOLDENFILES=1 cargo test --release` and review the diff.
 
 use std::error::Error;
@@ -22,14 +24,69 @@ struct TableRunner {
 
 fn fmt_grant(g: &Grant) -> String {
     format!(
-        "{} owner={} token={} acquired={} renewed={} expires={} ttl={}",
-        g.key, g.owner, g.token, g.acquired_at_ms, g.renewed_at_ms, g.expires_at_ms, g.ttl_ms
+        "{} owner={} token={} acquired={} renewed={} expires={} ttl={}{}",
+        g.key,
+        g.owner,
+        g.token,
+        g.acquired_at_ms,
+        g.renewed_at_ms,
+        g.expires_at_ms,
+        g.ttl_ms,
+        if g.lock_delay_ms > 0 {
+            format!(" delay={}", g.lock_delay_ms)
+        } else {
+            String::new()
+        }
     )
+}
+
+fn fmt_event(e: &Event) -> String {
+    let token = e.token.map(|t| format!(" token={t}")).unwrap_or_default();
+    format!(
+        "{} {} owner={}{token} at={}",
+        e.kind.as_str(),
+        e.key,
+        e.owner,
+        e.at_ms
+    )
+}
+
+fn fmt_state(st: &KeyState) -> String {
+    let mut out = match &st.holder {
+        Some(g) => fmt_grant(g),
+        None => format!("{} (no holder)", st.key),
+    };
+    if st.delay_until_ms > 0 {
+        write!(out, " delay_until={}", st.delay_until_ms).unwrap();
+    }
+    for w in &st.waiters {
+        write!(
+            out,
+            "\n  waiter {} ttl={} delay={} queued={} until={}",
+            w.owner, w.ttl_ms, w.lock_delay_ms, w.queued_at_ms, w.wait_until_ms
+        )
+        .unwrap();
+    }
+    out
 }
 
 fn fmt_reply(r: &Reply) -> String {
     match r {
         Reply::Granted(g) => format!("granted {}", fmt_grant(g)),
+        Reply::Queued(q) => format!(
+            "queued {} owner={} position={} until={}",
+            q.key, q.owner, q.position, q.wait_until_ms
+        ),
+        Reply::WaitCancelled {
+            key,
+            was_queued,
+            released,
+        } => format!(
+            "wait cancelled {key} was_queued={was_queued} released={:?}",
+            released.map(|t| t.0)
+        ),
+        Reply::HandedOff { granted: Some(g) } => format!("handed off {}", fmt_grant(g)),
+        Reply::HandedOff { granted: None } => "handed off nothing".to_string(),
         Reply::Released(r) => match r.reason {
             None => format!("released {} at={}", r.key, r.at_ms),
             Some(reason) => format!(
@@ -66,8 +123,12 @@ impl goldenscript::Runner for TableRunner {
                         .value
                         .as_str(),
                 )?;
-                let ttl = args.lookup_parse("ttl")?.ok_or("ttl= not given")?;
-                Some(Command::acquire(key, owner, ttl, now(&mut args)?))
+                let options = AcquireOptions {
+                    ttl_ms: args.lookup_parse("ttl")?.ok_or("ttl= not given")?,
+                    wait_ms: args.lookup_parse("wait")?.unwrap_or(0),
+                    lock_delay_ms: args.lookup_parse("delay")?.unwrap_or(0),
+                };
+                Some(Command::acquire_with(key, owner, options, now(&mut args)?))
             }
             "renew" => {
                 let key = key(&mut args)?;
@@ -93,6 +154,35 @@ impl goldenscript::Runner for TableRunner {
             "force_release" => {
                 let key = key(&mut args)?;
                 Some(Command::force_release(key, now(&mut args)?))
+            }
+            "cancel_wait" => {
+                let key = key(&mut args)?;
+                let owner = Owner::parse(
+                    args.lookup("owner")
+                        .ok_or("owner= not given")?
+                        .value
+                        .as_str(),
+                )?;
+                let reason = match args.lookup("reason").map(|a| a.value.as_str()) {
+                    None | Some("timeout") => CancelReason::Timeout,
+                    Some("disconnected") => CancelReason::Disconnected,
+                    Some(other) => return Err(format!("unknown reason {other}").into()),
+                };
+                Some(Command::cancel_wait(key, owner, reason, now(&mut args)?))
+            }
+            "handoff" => {
+                let key = key(&mut args)?;
+                Some(Command::handoff(key, now(&mut args)?))
+            }
+            "handoffs" => {
+                let keys = self.table.handoffs_due(now(&mut args)?);
+                let keys: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
+                writeln!(out, "due={keys:?}")?;
+                None
+            }
+            "next_sweep" => {
+                writeln!(out, "next_sweep={:?}", self.table.next_sweep_ms())?;
+                None
             }
             "sweep" => Some(Command::sweep(now(&mut args)?)),
             "refresh" => {
@@ -137,8 +227,8 @@ impl goldenscript::Runner for TableRunner {
             }
             "dump" => {
                 writeln!(out, "clock={}", self.table.now_ms())?;
-                for g in self.table.grants() {
-                    writeln!(out, "{}", fmt_grant(g))?;
+                for st in self.table.states() {
+                    writeln!(out, "{}", fmt_state(st))?;
                 }
                 None
             }
@@ -156,6 +246,10 @@ impl goldenscript::Runner for TableRunner {
                 self.index,
                 fmt_reply(&applied.reply)
             )?;
+            for e in &applied.events {
+                assert_eq!(e.index, self.index);
+                writeln!(out, "  {}", fmt_event(e))?;
+            }
         }
         Ok(out)
     }

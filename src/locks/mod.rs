@@ -17,6 +17,20 @@
 //! restarts and leader changes, and are never reused. Renewing or re-acquiring keeps the
 //! token.
 //!
+//! # Queue and lock-delay
+//! An acquire with `wait_ms > 0` on a held key joins the key's FIFO queue (once per
+//! owner). When the key frees up — release, force release, or an expiry noticed by any
+//! entry that touches the key — the first waiter whose wait has not run out (in cluster
+//! time) is granted. One entry grants at most one lock, so that every token is a
+//! distinct log index: a release grants the next waiter in its own entry, while a key
+//! freed by a sweep or by the end of a lock-delay waits for the leader's
+//! [`Command::Handoff`]. After a lease with `lock_delay_ms` *expires* (not after a
+//! release), nobody gets the key until that delay has passed.
+//!
+//! # Events
+//! Every change is also reported as an [`Event`] with the entry's index, so watchers see
+//! the same history on every replica.
+//!
 //! # Idempotency
 //! Every command can be retried after a lost reply: acquire by the same owner returns
 //! the same grant (lease extended), renew by token extends again, release by token
@@ -39,6 +53,8 @@
 
 mod command;
 mod error;
+mod event;
+mod key_state;
 mod table;
 mod types;
 
@@ -47,7 +63,11 @@ mod golden;
 #[cfg(test)]
 mod proptests;
 
-pub use command::{Command, Grant, NotReleased, Release, Reply};
+pub use command::{
+    AcquireOptions, CancelReason, Command, Grant, NotReleased, Queued, Release, Reply,
+};
 pub use error::{LockError, SnapshotError};
+pub use event::{Event, EventKind};
+pub use key_state::{KeyState, Waiter};
 pub use table::{Applied, LockTable, TableSnapshot, Validation};
 pub use types::{InvalidInput, Key, Owner, Token, MAX_KEY_LEN, MAX_OWNER_LEN};

@@ -5,34 +5,26 @@ use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 
-use super::command::{Command, Grant, NotReleased, Release, Reply};
+use super::command::{
+    AcquireOptions, CancelReason, Command, Grant, NotReleased, Queued, Release, Reply,
+};
 use super::error::{LockError, SnapshotError};
+use super::event::{Event, EventKind};
+use super::key_state::{KeyState, Waiter};
 use super::types::{Key, Owner, Token};
 
 /// The result of applying one command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Applied {
     pub reply: Reply,
-    /// Keys whose stored grant was inserted, changed or removed; the storage adapter
+    /// Keys whose stored state was inserted, changed or removed; the storage adapter
     /// persists exactly these.
     pub changed: Vec<Key>,
+    /// What happened, in order.
+    pub events: Vec<Event>,
 }
 
 impl Applied {
-    fn unchanged(reply: Reply) -> Applied {
-        Applied {
-            reply,
-            changed: Vec::new(),
-        }
-    }
-
-    fn changed(reply: Reply, key: &Key) -> Applied {
-        Applied {
-            reply,
-            changed: vec![key.clone()],
-        }
-    }
-
     /// The grant of a successful acquire or renew.
     pub fn grant(&self) -> Option<&Grant> {
         self.reply.grant()
@@ -52,180 +44,317 @@ pub struct Validation {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableSnapshot {
     pub now_ms: u64,
-    pub grants: Vec<Grant>,
+    pub keys: Vec<KeyState>,
 }
 
-/// Every stored grant, with an expiry index and the table's clock.
+/// Every stored key, with an expiry index, the keys that have waiters or a lock-delay,
+/// and the table's clock.
 ///
-/// Invariant: `expiry` holds exactly one `(expires_at_ms, key)` per grant in `locks`.
+/// Invariants: `expiry` holds exactly one `(expires_at_ms, key)` per stored holder;
+/// `pending` holds exactly the keys with waiters or a lock-delay set; no stored key is
+/// idle (no holder, no waiters, no delay).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LockTable {
-    locks: BTreeMap<Key, Grant>,
+    keys: BTreeMap<Key, KeyState>,
     expiry: BTreeSet<(u64, Key)>,
+    pending: BTreeSet<Key>,
     /// Highest `now_ms` applied: state-machine time never goes backwards.
     now_ms: u64,
 }
 
+/// The context of applying one entry.
+///
+/// One entry grants at most one lock: a token is the index of the entry that granted it,
+/// and two grants in one entry would share it. A release that frees a key with waiters
+/// grants the first one in the same entry; anything that would need a second grant is
+/// left to a later [`Command::Handoff`].
+struct Step {
+    index: u64,
+    now: u64,
+    granted: bool,
+    events: Vec<Event>,
+    changed: BTreeSet<Key>,
+}
+
+impl Step {
+    fn event(
+        &mut self,
+        key: &Key,
+        kind: EventKind,
+        owner: &Owner,
+        token: Option<Token>,
+        at_ms: u64,
+    ) {
+        self.events.push(Event {
+            index: self.index,
+            key: key.clone(),
+            kind,
+            owner: owner.clone(),
+            token,
+            at_ms,
+            expires_at_ms: None,
+        });
+    }
+
+    /// An `acquired` or `renewed` event of `grant`, at this step's time.
+    fn grant_event(&mut self, kind: EventKind, grant: &Grant) {
+        self.event(&grant.key, kind, &grant.owner, Some(grant.token), self.now);
+        if let Some(e) = self.events.last_mut() {
+            e.expires_at_ms = Some(grant.expires_at_ms);
+        }
+    }
+}
+
+/// May [`LockTable::settle`] grant the first waiter?
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Grants {
+    Allowed,
+    Forbidden,
+}
+
 impl LockTable {
     /// Applies the command of log entry `index`. Deterministic: the same commands at the
-    /// same indexes give the same table and replies on every replica.
+    /// same indexes give the same table, replies and events on every replica.
     pub fn apply(&mut self, index: u64, cmd: &Command) -> Applied {
         let now = cmd.now_ms().max(self.now_ms);
         self.now_ms = now;
-        match cmd {
-            Command::Acquire {
-                key, owner, ttl_ms, ..
-            } => self.acquire(index, key, owner, *ttl_ms, now),
-            Command::Renew {
-                key, token, ttl_ms, ..
-            } => self.renew(key, *token, *ttl_ms, now),
-            Command::Release { key, token, .. } => {
-                let held_by = self.get(key, now).map(|g| g.token);
-                match held_by {
-                    Some(t) if t == *token => self.remove_released(key, now),
-                    Some(_) => {
-                        Applied::unchanged(not_released(key, NotReleased::TokenMismatch, now))
-                    }
-                    None => Applied::unchanged(not_released(key, NotReleased::NotHeld, now)),
-                }
+        let mut step = Step {
+            index,
+            now,
+            granted: false,
+            events: Vec::new(),
+            changed: BTreeSet::new(),
+        };
+        let reply = match cmd {
+            Command::Sweep { .. } => self.sweep(&mut step),
+            Command::RefreshLeases { live_at_ms, .. } => {
+                self.refresh((*live_at_ms).min(now), &mut step)
             }
-            Command::ReleaseByOwner { key, owner, .. } => {
-                let held_by = self.get(key, now).map(|g| &g.owner);
-                match held_by {
-                    Some(o) if o == owner => self.remove_released(key, now),
-                    Some(_) => Applied::unchanged(Reply::Refused(LockError::NotOwner {
-                        key: key.clone(),
-                        owner: owner.clone(),
-                    })),
-                    None => Applied::unchanged(not_released(key, NotReleased::NotHeld, now)),
-                }
+            _ => {
+                let key = cmd.key().expect("every other command names a key");
+                let mut state = self.take(key);
+                let reply = self.apply_to_key(&mut state, cmd, &mut step);
+                self.put_back(state, now);
+                reply
             }
-            Command::ForceRelease { key, .. } => {
-                if self.get(key, now).is_some() {
-                    self.remove_released(key, now)
-                } else {
-                    Applied::unchanged(not_released(key, NotReleased::NotHeld, now))
-                }
-            }
-            Command::Sweep { .. } => self.sweep(now),
-            Command::RefreshLeases { live_at_ms, .. } => self.refresh((*live_at_ms).min(now), now),
+        };
+        Applied {
+            reply,
+            changed: step.changed.into_iter().collect(),
+            events: step.events,
         }
     }
 
-    fn acquire(&mut self, index: u64, key: &Key, owner: &Owner, ttl_ms: u64, now: u64) -> Applied {
-        let grant = match self.get(key, now) {
-            Some(g) if &g.owner != owner => {
-                return Applied::unchanged(Reply::Refused(LockError::Held { holder: g.clone() }));
+    fn apply_to_key(&mut self, st: &mut KeyState, cmd: &Command, step: &mut Step) -> Reply {
+        match cmd {
+            Command::Acquire {
+                owner,
+                ttl_ms,
+                wait_ms,
+                lock_delay_ms,
+                ..
+            } => {
+                let options = AcquireOptions {
+                    ttl_ms: *ttl_ms,
+                    wait_ms: *wait_ms,
+                    lock_delay_ms: *lock_delay_ms,
+                };
+                self.settle(st, step, Grants::Allowed);
+                acquire(st, owner, options, step)
             }
-            // Idempotent for its owner: the same grant, its lease extended.
-            Some(g) => Grant {
-                ttl_ms,
-                expires_at_ms: now.saturating_add(ttl_ms),
-                renewed_at_ms: now,
-                ..g.clone()
-            },
-            None => Grant {
-                key: key.clone(),
-                owner: owner.clone(),
-                token: Token(index),
-                acquired_at_ms: now,
-                renewed_at_ms: now,
-                expires_at_ms: now.saturating_add(ttl_ms),
-                ttl_ms,
-            },
-        };
-        self.put(grant.clone());
-        Applied::changed(Reply::Granted(grant), key)
-    }
-
-    fn renew(&mut self, key: &Key, token: Token, ttl_ms: Option<u64>, now: u64) -> Applied {
-        let grant = match self.get(key, now) {
-            Some(g) if g.token == token => {
-                let ttl_ms = ttl_ms.unwrap_or(g.ttl_ms);
-                Grant {
-                    ttl_ms,
-                    expires_at_ms: now.saturating_add(ttl_ms),
-                    renewed_at_ms: now,
-                    ..g.clone()
+            Command::Renew { token, ttl_ms, .. } => {
+                self.settle(st, step, Grants::Allowed);
+                renew(st, *token, *ttl_ms, step)
+            }
+            Command::Release { token, .. } => {
+                self.settle(st, step, Grants::Allowed);
+                let reply = match st.holder.as_ref() {
+                    Some(h) if h.token == *token => release(st, EventKind::Released, step),
+                    Some(_) => not_released(&st.key, NotReleased::TokenMismatch, step.now),
+                    None => not_released(&st.key, NotReleased::NotHeld, step.now),
+                };
+                self.settle(st, step, Grants::Allowed);
+                reply
+            }
+            Command::ReleaseByOwner { owner, .. } => {
+                self.settle(st, step, Grants::Allowed);
+                let reply = match st.holder.as_ref() {
+                    Some(h) if &h.owner == owner => release(st, EventKind::Released, step),
+                    Some(_) => Reply::Refused(LockError::NotOwner {
+                        key: st.key.clone(),
+                        owner: owner.clone(),
+                    }),
+                    None => not_released(&st.key, NotReleased::NotHeld, step.now),
+                };
+                self.settle(st, step, Grants::Allowed);
+                reply
+            }
+            Command::ForceRelease { .. } => {
+                self.settle(st, step, Grants::Allowed);
+                // An admin frees the key outright: a running lock-delay ends too.
+                if st.delay_until_ms > 0 {
+                    st.delay_until_ms = 0;
+                    step.changed.insert(st.key.clone());
                 }
+                let reply = if st.holder.is_some() {
+                    release(st, EventKind::ForceReleased, step)
+                } else {
+                    not_released(&st.key, NotReleased::NotHeld, step.now)
+                };
+                self.settle(st, step, Grants::Allowed);
+                reply
             }
-            other => {
-                return Applied::unchanged(Reply::Refused(LockError::Lost {
-                    key: key.clone(),
-                    token,
-                    current: other.map(|g| g.token),
-                }));
+            Command::CancelWait { owner, reason, .. } => {
+                // The queue must not grant this owner just to take it back.
+                self.settle(st, step, Grants::Forbidden);
+                let reply = cancel_wait(st, owner, *reason, step);
+                self.settle(st, step, Grants::Allowed);
+                reply
             }
-        };
-        self.put(grant.clone());
-        Applied::changed(Reply::Granted(grant), key)
+            Command::Handoff { .. } => {
+                let before = step.granted;
+                self.settle(st, step, Grants::Allowed);
+                let granted = (step.granted && !before)
+                    .then(|| st.holder.clone())
+                    .flatten();
+                Reply::HandedOff { granted }
+            }
+            Command::Sweep { .. } | Command::RefreshLeases { .. } => {
+                unreachable!("table-wide commands are applied by apply()")
+            }
+        }
     }
 
-    fn sweep(&mut self, now: u64) -> Applied {
+    /// Brings a key up to date at the step's time: an expired holder is removed (and its
+    /// lock-delay starts), waiters whose wait ran out leave the queue, and — when allowed
+    /// and this entry has granted nothing yet — a free key goes to its first waiter.
+    fn settle(&mut self, st: &mut KeyState, step: &mut Step, grants: Grants) {
+        let now = step.now;
+        if let Some(h) = st.holder.take_if(|h| !h.is_live(now)) {
+            st.delay_until_ms = st
+                .delay_until_ms
+                .max(h.expires_at_ms.saturating_add(h.lock_delay_ms));
+            step.event(
+                &st.key,
+                EventKind::Expired,
+                &h.owner,
+                Some(h.token),
+                h.expires_at_ms,
+            );
+            step.changed.insert(st.key.clone());
+        }
+        if st.waiters.iter().any(|w| !w.is_live(now)) {
+            let (live, gone): (Vec<Waiter>, Vec<Waiter>) =
+                st.waiters.drain(..).partition(|w| w.is_live(now));
+            st.waiters = live.into();
+            for w in gone {
+                step.event(
+                    &st.key,
+                    EventKind::WaitTimeout,
+                    &w.owner,
+                    None,
+                    w.wait_until_ms,
+                );
+            }
+            step.changed.insert(st.key.clone());
+        }
+        if st.holder.is_none() && st.delay_until_ms > 0 && st.delay_until_ms <= now {
+            st.delay_until_ms = 0;
+            step.changed.insert(st.key.clone());
+        }
+        if grants == Grants::Allowed
+            && !step.granted
+            && st.holder.is_none()
+            && st.delay_until_ms == 0
+        {
+            if let Some(w) = st.waiters.pop_front() {
+                let grant = new_grant(&st.key, &w.owner, w.ttl_ms, w.lock_delay_ms, step);
+                st.holder = Some(grant);
+            }
+        }
+    }
+
+    fn sweep(&mut self, step: &mut Step) -> Reply {
+        let now = step.now;
         let expired: Vec<Key> = self
             .expiry
             .iter()
             .take_while(|(expires_at, _)| *expires_at <= now)
             .map(|(_, key)| key.clone())
             .collect();
-        for key in &expired {
-            self.remove(key);
-        }
-        Applied {
-            reply: Reply::Swept {
-                expired: expired.len() as u64,
-            },
-            changed: expired,
-        }
-    }
-
-    fn refresh(&mut self, live_at: u64, now: u64) -> Applied {
-        let extended: Vec<Grant> = self
-            .locks
-            .values()
-            .filter(|g| g.is_live(live_at) && g.expires_at_ms < now.saturating_add(g.ttl_ms))
-            .map(|g| Grant {
-                expires_at_ms: now.saturating_add(g.ttl_ms),
-                ..g.clone()
+        let cleanup: Vec<Key> = self
+            .pending
+            .iter()
+            .filter(|k| {
+                self.keys
+                    .get(*k)
+                    .and_then(KeyState::next_cleanup_ms)
+                    .is_some_and(|t| t <= now)
             })
+            .cloned()
             .collect();
-        let changed: Vec<Key> = extended.iter().map(|g| g.key.clone()).collect();
-        for g in extended {
-            self.put(g);
+        let keys: BTreeSet<Key> = expired.iter().chain(&cleanup).cloned().collect();
+        for key in &keys {
+            let mut st = self.take(key);
+            // A sweep grants nothing: many keys may free up in one sweep, and one entry
+            // grants at most one lock. The leader hands each freed key off on its own.
+            self.settle(&mut st, step, Grants::Forbidden);
+            self.put_back(st, now);
         }
-        Applied {
-            reply: Reply::Refreshed {
-                leases: changed.len() as u64,
-            },
-            changed,
+        Reply::Swept {
+            expired: expired.len() as u64,
         }
     }
 
-    fn remove_released(&mut self, key: &Key, now: u64) -> Applied {
-        self.remove(key);
-        Applied::changed(
-            Reply::Released(Release {
-                key: key.clone(),
-                released: true,
-                reason: None,
-                at_ms: now,
-            }),
-            key,
-        )
+    fn refresh(&mut self, live_at: u64, step: &mut Step) -> Reply {
+        let now = step.now;
+        let extended: Vec<Key> = self
+            .keys
+            .values()
+            .filter_map(|st| st.holder.as_ref())
+            .filter(|g| g.is_live(live_at) && g.expires_at_ms < now.saturating_add(g.ttl_ms))
+            .map(|g| g.key.clone())
+            .collect();
+        for key in &extended {
+            let mut st = self.take(key);
+            if let Some(g) = st.holder.as_mut() {
+                g.expires_at_ms = now.saturating_add(g.ttl_ms);
+            }
+            self.put_back(st, now);
+            step.changed.insert(key.clone());
+        }
+        Reply::Refreshed {
+            leases: extended.len() as u64,
+        }
     }
 
-    fn put(&mut self, grant: Grant) {
-        if let Some(old) = self.locks.get(&grant.key) {
-            self.expiry.remove(&(old.expires_at_ms, old.key.clone()));
+    /// Removes `key` from the map and indexes (a fresh state if it is not stored); pair
+    /// with [`Self::put_back`].
+    fn take(&mut self, key: &Key) -> KeyState {
+        match self.keys.remove(key) {
+            Some(st) => {
+                if let Some(h) = &st.holder {
+                    self.expiry.remove(&(h.expires_at_ms, key.clone()));
+                }
+                self.pending.remove(key);
+                st
+            }
+            None => KeyState::new(key.clone()),
         }
-        self.expiry.insert((grant.expires_at_ms, grant.key.clone()));
-        self.locks.insert(grant.key.clone(), grant);
     }
 
-    fn remove(&mut self, key: &Key) {
-        if let Some(old) = self.locks.remove(key) {
-            self.expiry.remove(&(old.expires_at_ms, old.key));
+    /// Stores `st` again with its index entries, or drops it when idle.
+    fn put_back(&mut self, st: KeyState, now: u64) {
+        if st.is_idle(now) {
+            return;
         }
+        if let Some(h) = &st.holder {
+            self.expiry.insert((h.expires_at_ms, st.key.clone()));
+        }
+        if !st.waiters.is_empty() || st.delay_until_ms > 0 {
+            self.pending.insert(st.key.clone());
+        }
+        self.keys.insert(st.key.clone(), st);
     }
 
     /// The table's clock: the highest `now_ms` applied.
@@ -233,23 +362,31 @@ impl LockTable {
         self.now_ms
     }
 
-    /// Stored grants, including expired ones not yet swept.
+    /// Stored keys (held, queued or in lock-delay), including expired holders not yet
+    /// swept.
     pub fn len(&self) -> usize {
-        self.locks.len()
+        self.keys.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.locks.is_empty()
+        self.keys.is_empty()
     }
 
-    /// The stored grant of `key`, live or not (for persistence).
-    pub fn stored(&self, key: &Key) -> Option<&Grant> {
-        self.locks.get(key)
+    /// The stored state of `key` (for persistence and the waiter list).
+    pub fn stored(&self, key: &Key) -> Option<&KeyState> {
+        self.keys.get(key)
     }
 
     /// The live grant of `key` at cluster time `now_ms`.
     pub fn get(&self, key: &Key, now_ms: u64) -> Option<&Grant> {
-        self.locks.get(key).filter(|g| g.is_live(now_ms))
+        self.keys.get(key).and_then(|st| st.live_holder(now_ms))
+    }
+
+    /// Number of waiters of `key` still waiting at `now_ms`.
+    pub fn waiting(&self, key: &Key, now_ms: u64) -> usize {
+        self.keys
+            .get(key)
+            .map_or(0, |st| st.live_waiters(now_ms).count())
     }
 
     /// Up to `limit` live grants whose keys start with `prefix` and sort after `after`,
@@ -265,11 +402,11 @@ impl LockTable {
             Some(a) if a.as_str() >= prefix => Bound::Excluded(a.as_str()),
             _ => Bound::Included(prefix),
         };
-        self.locks
+        self.keys
             .range::<str, _>((start, Bound::Unbounded))
-            .map(|(_, g)| g)
-            .take_while(|g| g.key.as_str().starts_with(prefix))
-            .filter(|g| g.is_live(now_ms))
+            .map(|(_, st)| st)
+            .take_while(|st| st.key.as_str().starts_with(prefix))
+            .filter_map(|st| st.live_holder(now_ms))
             .take(limit)
             .collect()
     }
@@ -283,58 +420,258 @@ impl LockTable {
         }
     }
 
-    /// Every stored grant, in key order.
-    pub fn grants(&self) -> impl Iterator<Item = &Grant> {
-        self.locks.values()
+    /// Every stored key's state, in key order.
+    pub fn states(&self) -> impl Iterator<Item = &KeyState> {
+        self.keys.values()
     }
 
-    /// The earliest lease end among stored grants: when a sweep would remove something.
-    pub fn next_expiry_ms(&self) -> Option<u64> {
-        self.expiry.first().map(|(expires_at, _)| *expires_at)
+    /// Every stored grant (live or not yet swept), in key order.
+    pub fn grants(&self) -> impl Iterator<Item = &Grant> {
+        self.keys.values().filter_map(|st| st.holder.as_ref())
+    }
+
+    /// The earliest cluster time at which a sweep would change something: a lease end, a
+    /// waiter's deadline, the end of a lock-delay.
+    pub fn next_sweep_ms(&self) -> Option<u64> {
+        let lease = self.expiry.first().map(|(t, _)| *t);
+        let cleanup = self
+            .pending
+            .iter()
+            .filter_map(|k| self.keys.get(k).and_then(KeyState::next_cleanup_ms))
+            .min();
+        lease.into_iter().chain(cleanup).min()
+    }
+
+    /// Keys that a [`Command::Handoff`] at `now_ms` would grant to a waiter: no live
+    /// holder, no running lock-delay, someone still waiting.
+    pub fn handoffs_due(&self, now_ms: u64) -> Vec<Key> {
+        self.pending
+            .iter()
+            .filter_map(|k| self.keys.get(k))
+            .filter(|st| {
+                // An expired holder not yet removed starts its lock-delay at its lease end.
+                let delay_end = st
+                    .holder
+                    .as_ref()
+                    .map_or(0, |h| h.expires_at_ms.saturating_add(h.lock_delay_ms));
+                st.live_holder(now_ms).is_none()
+                    && st.delay_until_ms.max(delay_end) <= now_ms
+                    && st.live_waiters(now_ms).next().is_some()
+            })
+            .map(|st| st.key.clone())
+            .collect()
     }
 
     /// The table as a snapshot.
     pub fn to_snapshot(&self) -> TableSnapshot {
         TableSnapshot {
             now_ms: self.now_ms,
-            grants: self.locks.values().cloned().collect(),
+            keys: self.keys.values().cloned().collect(),
         }
     }
 
-    /// Rebuilds a table (and its expiry index) from a snapshot.
+    /// Rebuilds a table (and its indexes) from a snapshot.
     pub fn from_snapshot(snapshot: TableSnapshot) -> Result<LockTable, SnapshotError> {
-        Self::from_parts(snapshot.now_ms, snapshot.grants)
+        Self::from_parts(snapshot.now_ms, snapshot.keys)
     }
 
-    /// Rebuilds a table from its clock and grants (as loaded from storage).
+    /// Rebuilds a table from its clock and key states (as loaded from storage).
     pub fn from_parts(
         now_ms: u64,
-        grants: impl IntoIterator<Item = Grant>,
+        states: impl IntoIterator<Item = KeyState>,
     ) -> Result<LockTable, SnapshotError> {
         let mut table = LockTable {
             now_ms,
             ..LockTable::default()
         };
-        for grant in grants {
-            if table.locks.contains_key(&grant.key) {
-                return Err(SnapshotError::DuplicateKey(grant.key));
+        for st in states {
+            if table.keys.contains_key(&st.key) {
+                return Err(SnapshotError::DuplicateKey(st.key));
             }
-            table.put(grant);
+            if st.holder.as_ref().is_some_and(|h| h.key != st.key) {
+                return Err(SnapshotError::KeyMismatch(st.key));
+            }
+            // Idle states are never stored; `now_ms` 0 keeps one with a delay that ended.
+            table.put_back(st, 0);
         }
         Ok(table)
     }
 
-    /// Checks the expiry index against the lock map (tests and debug builds).
+    /// Checks the indexes against the key map (tests).
     #[cfg(test)]
     pub(crate) fn assert_consistent(&self) {
-        let expected: BTreeSet<(u64, Key)> = self
-            .locks
-            .values()
+        let expiry: BTreeSet<(u64, Key)> = self
+            .grants()
             .map(|g| (g.expires_at_ms, g.key.clone()))
             .collect();
-        assert_eq!(self.expiry, expected, "expiry index out of sync");
-        assert!(self.locks.iter().all(|(k, g)| k == &g.key));
+        assert_eq!(self.expiry, expiry, "expiry index out of sync");
+        let pending: BTreeSet<Key> = self
+            .states()
+            .filter(|st| !st.waiters.is_empty() || st.delay_until_ms > 0)
+            .map(|st| st.key.clone())
+            .collect();
+        assert_eq!(self.pending, pending, "pending index out of sync");
+        for (k, st) in &self.keys {
+            assert_eq!(k, &st.key);
+            assert!(st.holder.as_ref().is_none_or(|h| &h.key == k));
+            assert!(
+                st.holder.is_some() || !st.waiters.is_empty() || st.delay_until_ms > 0,
+                "idle key {k} stored"
+            );
+            let mut owners = BTreeSet::new();
+            assert!(
+                st.waiters.iter().all(|w| owners.insert(&w.owner)),
+                "owner queued twice on {k}"
+            );
+        }
     }
+}
+
+/// Acquire on a settled key: extend the owner's own grant, grant a free key, or queue.
+fn acquire(st: &mut KeyState, owner: &Owner, options: AcquireOptions, step: &mut Step) -> Reply {
+    let now = step.now;
+    if let Some(h) = st.holder.as_mut() {
+        if &h.owner == owner {
+            // Idempotent for its owner: the same grant, its lease extended.
+            h.ttl_ms = options.ttl_ms;
+            h.lock_delay_ms = options.lock_delay_ms;
+            h.renewed_at_ms = now;
+            h.expires_at_ms = now.saturating_add(options.ttl_ms);
+            step.grant_event(EventKind::Renewed, h);
+            step.changed.insert(st.key.clone());
+            return Reply::Granted(h.clone());
+        }
+        if options.wait_ms == 0 {
+            return Reply::Refused(LockError::Held { holder: h.clone() });
+        }
+        return enqueue(st, owner, options, step);
+    }
+    // Free, unless a lock-delay runs, others wait, or this entry granted already.
+    if st.delay_until_ms > now || !st.waiters.is_empty() || step.granted {
+        if options.wait_ms == 0 {
+            return Reply::Refused(LockError::Unavailable {
+                key: st.key.clone(),
+                until_ms: (st.delay_until_ms > now).then_some(st.delay_until_ms),
+            });
+        }
+        return enqueue(st, owner, options, step);
+    }
+    let grant = new_grant(&st.key, owner, options.ttl_ms, options.lock_delay_ms, step);
+    st.holder = Some(grant.clone());
+    Reply::Granted(grant)
+}
+
+/// Joins the queue, or — for an owner already in it — keeps its place and takes the new
+/// deadline and lease (a retried request after a lost reply).
+fn enqueue(st: &mut KeyState, owner: &Owner, options: AcquireOptions, step: &mut Step) -> Reply {
+    let now = step.now;
+    let wait_until_ms = now.saturating_add(options.wait_ms);
+    match st.waiters.iter_mut().find(|w| &w.owner == owner) {
+        Some(w) => {
+            w.wait_until_ms = wait_until_ms;
+            w.ttl_ms = options.ttl_ms;
+            w.lock_delay_ms = options.lock_delay_ms;
+        }
+        None => {
+            st.waiters.push_back(Waiter {
+                owner: owner.clone(),
+                ttl_ms: options.ttl_ms,
+                lock_delay_ms: options.lock_delay_ms,
+                queued_at_ms: now,
+                wait_until_ms,
+            });
+            step.event(&st.key, EventKind::Queued, owner, None, now);
+        }
+    }
+    step.changed.insert(st.key.clone());
+    Reply::Queued(Queued {
+        key: st.key.clone(),
+        owner: owner.clone(),
+        position: st.position(owner, now).unwrap_or(0),
+        wait_until_ms,
+    })
+}
+
+fn renew(st: &mut KeyState, token: Token, ttl_ms: Option<u64>, step: &mut Step) -> Reply {
+    let now = step.now;
+    match st.holder.as_mut() {
+        Some(h) if h.token == token => {
+            h.ttl_ms = ttl_ms.unwrap_or(h.ttl_ms);
+            h.renewed_at_ms = now;
+            h.expires_at_ms = now.saturating_add(h.ttl_ms);
+            step.grant_event(EventKind::Renewed, h);
+            step.changed.insert(st.key.clone());
+            Reply::Granted(h.clone())
+        }
+        other => Reply::Refused(LockError::Lost {
+            key: st.key.clone(),
+            token,
+            current: other.map(|g| g.token),
+        }),
+    }
+}
+
+/// Frees a settled key's holder (no lock-delay: that follows only an expiry).
+fn release(st: &mut KeyState, kind: EventKind, step: &mut Step) -> Reply {
+    if let Some(h) = st.holder.take() {
+        step.event(&st.key, kind, &h.owner, Some(h.token), step.now);
+        step.changed.insert(st.key.clone());
+    }
+    Reply::Released(Release {
+        key: st.key.clone(),
+        released: true,
+        reason: None,
+        at_ms: step.now,
+    })
+}
+
+fn cancel_wait(st: &mut KeyState, owner: &Owner, reason: CancelReason, step: &mut Step) -> Reply {
+    let now = step.now;
+    let was_queued = match st.waiters.iter().position(|w| &w.owner == owner) {
+        Some(i) => {
+            st.waiters.remove(i);
+            let kind = match reason {
+                CancelReason::Timeout => EventKind::WaitTimeout,
+                CancelReason::Disconnected => EventKind::WaitCancelled,
+            };
+            step.event(&st.key, kind, owner, None, now);
+            step.changed.insert(st.key.clone());
+            true
+        }
+        None => false,
+    };
+    let released = match st.holder.as_ref() {
+        Some(h) if &h.owner == owner => {
+            let token = h.token;
+            release(st, EventKind::Released, step);
+            Some(token)
+        }
+        _ => None,
+    };
+    Reply::WaitCancelled {
+        key: st.key.clone(),
+        was_queued,
+        released,
+    }
+}
+
+/// A new grant by this entry: its index is the token.
+fn new_grant(key: &Key, owner: &Owner, ttl_ms: u64, lock_delay_ms: u64, step: &mut Step) -> Grant {
+    debug_assert!(!step.granted, "one entry grants at most one lock");
+    step.granted = true;
+    let grant = Grant {
+        key: key.clone(),
+        owner: owner.clone(),
+        token: Token(step.index),
+        acquired_at_ms: step.now,
+        renewed_at_ms: step.now,
+        expires_at_ms: step.now.saturating_add(ttl_ms),
+        ttl_ms,
+        lock_delay_ms,
+    };
+    step.grant_event(EventKind::Acquired, &grant);
+    step.changed.insert(key.clone());
+    grant
 }
 
 fn not_released(key: &Key, reason: NotReleased, now: u64) -> Reply {

@@ -70,7 +70,9 @@ impl Forwarder {
         })
     }
 
-    /// Sends the request to the leader at `leader_api` and returns its answer.
+    /// Sends the request to the leader at `leader_api` and returns its answer; `timeout`
+    /// replaces the forwarder's own (a waiting acquire needs longer).
+    #[allow(clippy::too_many_arguments)]
     pub async fn relay(
         &self,
         leader: NodeId,
@@ -79,11 +81,12 @@ impl Forwarder {
         path_and_query: &str,
         headers: &HeaderMap,
         body: Bytes,
+        timeout: Option<Duration>,
     ) -> Result<Relayed, ForwardError> {
         let mut req = self
             .http
             .request(method, format!("http://{leader_api}{path_and_query}"))
-            .timeout(self.timeout)
+            .timeout(timeout.unwrap_or(self.timeout))
             .header(FORWARDED_BY_HEADER, self.node_id.to_string())
             .body(body);
         for name in [

@@ -9,7 +9,8 @@
 //!    least its full TTL from now (leases may lengthen on failover, never shorten, even
 //!    if this node's wall clock is ahead),
 //!    then mark the clock ready for client writes;
-//! 4. every sweep interval, commit a `Sweep` when some lease has run out.
+//! 4. every sweep interval, commit a `Handoff` for each key that freed up while others
+//!    wait for it, and a `Sweep` when some lease, wait or lock-delay has run out.
 //!
 //! Every proposal is conditional on this leadership, so a deposed leader's entries never
 //! commit. When leadership ends the task is aborted and the clock cleared.
@@ -128,7 +129,7 @@ async fn lead(node: Node, leader: CommittedLeaderId) {
         }
     }
     inner.clock.set_ready(&leader);
-    // 4. Periodic expiry sweep.
+    // 4. Periodic expiry sweep, and handoffs of freed keys to their waiters.
     let mut ticker = tokio::time::interval(node.config().sweep_interval());
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -136,10 +137,24 @@ async fn lead(node: Node, leader: CommittedLeaderId) {
         let Some(now_ms) = inner.clock.now_ms_for(&leader, Instant::now()) else {
             return;
         };
-        let due = with_table(&inner.table, |t| {
-            t.next_expiry_ms().is_some_and(|e| e <= now_ms)
+        let (sweep_due, handoffs) = with_table(&inner.table, |t| {
+            (
+                t.next_sweep_ms().is_some_and(|e| e <= now_ms),
+                t.handoffs_due(now_ms),
+            )
         });
-        if !due {
+        // One entry per freed key: an entry grants at most one lock (see `locks`).
+        let proposals = handoffs
+            .into_iter()
+            .map(|key| node.propose(leader, Command::handoff(key, now_ms)));
+        for result in futures::future::join_all(proposals).await {
+            match result {
+                Ok(reply) => tracing::debug!(?reply, "handed off"),
+                Err(NodeError::NotLeader) | Err(NodeError::Stopped(_)) => return,
+                Err(e) => tracing::warn!(error = %e, "handoff failed; will retry"),
+            }
+        }
+        if !sweep_due {
             continue;
         }
         match node.propose(leader, Command::sweep(now_ms)).await {

@@ -19,7 +19,8 @@ use openraft::{ReadPolicy, ServerState};
 use serde::Serialize;
 
 use crate::config::{Config, ConfigError};
-use crate::locks::{Command, LockTable, Reply};
+use crate::locks::{Command, Event, Key, LockTable, Reply};
+use crate::raft::event_log::EventLog;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::NetworkFactory;
 use crate::raft::state_machine::{with_table, SharedTable, StateMachine};
@@ -28,6 +29,10 @@ use crate::raft::typ::{self, CommittedLeaderId};
 use crate::raft::NodeAddr;
 use crate::NodeId;
 use clock::ClusterClock;
+
+/// Log indexes of applied events kept for watchers that resume (`event_log`): at
+/// thousands of writes per second, some minutes; a watcher further behind starts over.
+const EVENT_RETENTION_ENTRIES: u64 = 1_000_000;
 
 /// How often waiting loops re-check leadership and readiness.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -135,6 +140,7 @@ pub(crate) struct Inner {
     config: Arc<Config>,
     raft: typ::Raft,
     table: SharedTable,
+    events: EventLog,
     clock: ClusterClock,
     leader_duties: Mutex<Option<leader::Duties>>,
     /// The node's database; closed explicitly at shutdown (see [`Node::shutdown`]).
@@ -148,7 +154,9 @@ impl Node {
         let me = config.node(id)?.clone();
         let db = open_db(&me.data_dir.join("db"))?;
         let log_store = LogStore::open(db.clone())?;
-        let state_machine = StateMachine::open(db.clone(), me.data_dir.join("snapshots"))?;
+        let events = EventLog::open(&db, EVENT_RETENTION_ENTRIES)?;
+        let state_machine =
+            StateMachine::open(db.clone(), me.data_dir.join("snapshots"), events.clone())?;
         let table = state_machine.table();
         let r = &config.raft;
         let raft_config = openraft::Config {
@@ -173,6 +181,7 @@ impl Node {
                 config,
                 raft,
                 table,
+                events,
                 clock: ClusterClock::default(),
                 leader_duties: Mutex::new(None),
                 db: Mutex::new(Some(db)),
@@ -340,6 +349,41 @@ impl Node {
                 }))
             }
         }
+    }
+
+    /// Runs `f` on this node's replica of the table as applied (no consistency check).
+    pub fn with_local_table<T>(&self, f: impl FnOnce(&LockTable) -> T) -> T {
+        with_table(&self.inner.table, f)
+    }
+
+    /// Events applied on this node from now on (every node applies every entry, so any
+    /// node can serve watchers).
+    pub fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<Arc<[Event]>> {
+        self.inner.events.subscribe()
+    }
+
+    /// Stored events of `key` after log index `after` (about `limit` of them, never
+    /// splitting an entry), and the index from which the stored history is complete.
+    pub fn events_after(
+        &self,
+        key: &Key,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<Event>, u64), NodeError> {
+        let db = self
+            .inner
+            .db
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| NodeError::Stopped("node is shutting down".into()))?;
+        let first = self.inner.events.first_index();
+        let events = self
+            .inner
+            .events
+            .read_after(&db, key, after, limit)
+            .map_err(|e| NodeError::Stopped(format!("reading events: {e}")))?;
+        Ok((events, first))
     }
 
     /// This node's view of the cluster.

@@ -24,7 +24,7 @@ use super::store::{cf, StoreError, CF_LOCKS};
 use super::typ::{Snapshot, SnapshotMeta};
 use super::TypeConfig;
 use crate::codec;
-use crate::locks::{Grant, TableSnapshot};
+use crate::locks::{KeyState, TableSnapshot};
 
 const FILE_PREFIX: &str = "snapshot-";
 const FILE_SUFFIX: &str = ".bin";
@@ -72,13 +72,13 @@ fn build(db: &DB, dir: &Path) -> Result<(Snapshot, usize), StoreError> {
         membership,
         now_ms,
     } = read_sm_meta_at(|key| view.get_cf(cf(db, super::store::CF_SM_META), key))?;
-    let mut grants: Vec<Grant> = Vec::new();
+    let mut keys: Vec<KeyState> = Vec::new();
     for item in view.iterator_cf(cf(db, CF_LOCKS), IteratorMode::Start) {
         let (_, value) = item?;
-        grants.push(codec::decode(&value)?);
+        keys.push(codec::decode(&value)?);
     }
-    let locks = grants.len();
-    let data = codec::encode(&TableSnapshot { now_ms, grants })?;
+    let locks = keys.iter().filter(|k| k.holder.is_some()).count();
+    let data = codec::encode(&TableSnapshot { now_ms, keys })?;
     let meta = SnapshotMeta {
         last_log_id: last_applied,
         last_membership: membership,

@@ -19,6 +19,7 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
 use rocksdb::{WriteBatch, WriteOptions, DB};
 
+use super::event_log::EventLog;
 use super::snapshot::{self, SnapshotBuilder};
 use super::store::{cf, StoreError, CF_LOCKS, CF_SM_META};
 use super::typ::{LogId, Snapshot, SnapshotMeta, StoredMembership};
@@ -68,20 +69,25 @@ pub fn read_sm_meta_at(
 pub struct StateMachine {
     db: Arc<DB>,
     table: SharedTable,
+    events: EventLog,
     meta: SmMeta,
     snapshot_dir: PathBuf,
 }
 
 impl StateMachine {
-    /// Loads the persisted table and meta from `db`.
-    pub fn open(db: Arc<DB>, snapshot_dir: PathBuf) -> Result<StateMachine, StoreError> {
+    /// Loads the persisted table and meta from `db`; applied events go to `events`.
+    pub fn open(
+        db: Arc<DB>,
+        snapshot_dir: PathBuf,
+        events: EventLog,
+    ) -> Result<StateMachine, StoreError> {
         let meta = read_sm_meta_at(|k| db.get_cf(cf(&db, CF_SM_META), k))?;
-        let mut grants = Vec::new();
+        let mut states = Vec::new();
         for item in db.iterator_cf(cf(&db, CF_LOCKS), rocksdb::IteratorMode::Start) {
             let (_, value) = item?;
-            grants.push(codec::decode(&value)?);
+            states.push(codec::decode(&value)?);
         }
-        let table = LockTable::from_parts(meta.now_ms, grants)
+        let table = LockTable::from_parts(meta.now_ms, states)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         tracing::info!(
             locks = table.len(),
@@ -91,6 +97,7 @@ impl StateMachine {
         Ok(StateMachine {
             db,
             table: Arc::new(RwLock::new(table)),
+            events,
             meta,
             snapshot_dir,
         })
@@ -153,6 +160,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let mut replies = Vec::with_capacity(received.len());
         let mut changed: BTreeSet<Key> = BTreeSet::new();
+        let mut events = Vec::new();
         let mut batch = WriteBatch::default();
         {
             let mut table = write_table(&self.table);
@@ -162,6 +170,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     EntryPayload::Normal(cmd) => {
                         let applied = table.apply(log_id.index, cmd);
                         changed.extend(applied.changed);
+                        events.extend(applied.events);
                         applied.reply
                     }
                     EntryPayload::Membership(m) => {
@@ -179,19 +188,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let locks_cf = cf(&self.db, CF_LOCKS);
             for key in &changed {
                 match table.stored(key) {
-                    Some(grant) => batch.put_cf(
+                    Some(state) => batch.put_cf(
                         locks_cf,
                         key.as_str(),
-                        codec::encode(grant).map_err(StoreError::from)?,
+                        codec::encode(state).map_err(StoreError::from)?,
                     ),
                     None => batch.delete_cf(locks_cf, key.as_str()),
                 }
             }
         }
         self.write_meta(&mut batch)?;
+        self.events.stage(&self.db, &mut batch, &events)?;
+        let last_index = self.meta.last_applied.as_ref().map_or(0, |l| l.index);
+        let prune = self.events.prune_mark(last_index);
+        if let Some(before) = prune {
+            self.events.drop_before(&self.db, &mut batch, before)?;
+        }
         // Not synced: the applied entries are durable in the log (see the module docs of
         // `raft`), and a lost tail is re-applied from it at start-up.
         self.db.write(batch).map_err(StoreError::from)?;
+        self.events.written(events, prune);
         for (responder, reply) in replies {
             responder.send(reply);
         }
@@ -225,13 +241,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let locks_cf = cf(&self.db, CF_LOCKS);
         // Keys are ASCII, so every key sorts below 0xff.
         batch.delete_range_cf(locks_cf, &b""[..], &[0xffu8][..]);
-        for grant in table.grants() {
+        for state in table.states() {
             batch.put_cf(
                 locks_cf,
-                grant.key.as_str(),
-                codec::encode(grant).map_err(StoreError::from)?,
+                state.key.as_str(),
+                codec::encode(state).map_err(StoreError::from)?,
             );
         }
+        // The snapshot carries the state, not the events that led to it: the event
+        // history is complete only from after the snapshot on.
+        let events_from = meta.last_log_id.as_ref().map_or(0, |l| l.index + 1);
+        self.events.drop_before(&self.db, &mut batch, events_from)?;
         let old_meta = std::mem::replace(&mut self.meta, new_meta);
         if let Err(e) = self.write_meta(&mut batch) {
             self.meta = old_meta;
@@ -256,6 +276,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             "installed snapshot"
         );
         *write_table(&self.table) = table;
+        self.events.written(Vec::new(), Some(events_from));
         Ok(())
     }
 
@@ -295,6 +316,11 @@ mod tests {
         }
     }
 
+    fn open_sm(db: Arc<DB>, dir: std::path::PathBuf) -> Result<StateMachine, StoreError> {
+        let events = EventLog::open(&db, 10_000)?;
+        StateMachine::open(db, dir, events)
+    }
+
     async fn apply_all(sm: &mut StateMachine, entries: Vec<Entry>) {
         let stream = futures::stream::iter(entries.into_iter().map(|e| Ok((e, None))));
         sm.apply(stream).await.unwrap();
@@ -306,7 +332,7 @@ mod tests {
         let table_before;
         {
             let db = open_db(&dir.path().join("db")).unwrap();
-            let mut sm = StateMachine::open(db, dir.path().join("snap")).unwrap();
+            let mut sm = open_sm(db, dir.path().join("snap")).unwrap();
             apply_all(
                 &mut sm,
                 vec![
@@ -320,7 +346,7 @@ mod tests {
             assert_eq!(table_before.len(), 2);
         }
         let db = open_db(&dir.path().join("db")).unwrap();
-        let mut sm = StateMachine::open(db, dir.path().join("snap")).unwrap();
+        let mut sm = open_sm(db, dir.path().join("snap")).unwrap();
         assert_eq!(with_table(&sm.table(), |t| t.clone()), table_before);
         let (applied, _) = sm.applied_state().await.unwrap();
         assert_eq!(applied, Some(log_id(3)));
@@ -330,7 +356,7 @@ mod tests {
     async fn a_built_snapshot_installs_into_an_empty_node() {
         let dir = tempfile::tempdir().unwrap();
         let db = open_db(&dir.path().join("db1")).unwrap();
-        let mut sm = StateMachine::open(db, dir.path().join("snap1")).unwrap();
+        let mut sm = open_sm(db, dir.path().join("snap1")).unwrap();
         apply_all(
             &mut sm,
             (1..=50)
@@ -353,7 +379,7 @@ mod tests {
         assert_eq!(current.meta, snapshot.meta);
 
         let db2 = open_db(&dir.path().join("db2")).unwrap();
-        let mut sm2 = StateMachine::open(db2, dir.path().join("snap2")).unwrap();
+        let mut sm2 = open_sm(db2, dir.path().join("snap2")).unwrap();
         apply_all(&mut sm2, vec![acquire(1, "stale", 1)]).await;
         sm2.install_snapshot(&snapshot.meta, snapshot.snapshot)
             .await
@@ -366,7 +392,7 @@ mod tests {
         drop(sm2);
         // The install is durable: a reopen sees the snapshot's state, not the stale lock.
         let db2 = open_db(&dir.path().join("db2")).unwrap();
-        let sm2 = StateMachine::open(db2, dir.path().join("snap2")).unwrap();
+        let sm2 = open_sm(db2, dir.path().join("snap2")).unwrap();
         assert_eq!(
             with_table(&sm2.table(), |t| t.clone()),
             with_table(&sm.table(), |t| t.clone())
@@ -377,7 +403,7 @@ mod tests {
     async fn a_corrupt_snapshot_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();
         let db = open_db(&dir.path().join("db")).unwrap();
-        let mut sm = StateMachine::open(db, dir.path().join("snap")).unwrap();
+        let mut sm = open_sm(db, dir.path().join("snap")).unwrap();
         let meta = SnapshotMeta {
             last_log_id: Some(log_id(9)),
             last_membership: StoredMembership::default(),

@@ -6,6 +6,7 @@ use std::io;
 use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::{ErrorSubject, ErrorVerb, StorageError};
 
+use super::event_log::EventLog;
 use super::log_store::LogStore;
 use super::state_machine::StateMachine;
 use super::store::open_db;
@@ -22,7 +23,9 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Roc
         let dir = tempfile::tempdir().map_err(err)?;
         let db = open_db(&dir.path().join("db")).map_err(|e| err(e.into()))?;
         let log = LogStore::open(db.clone()).map_err(|e| err(e.into()))?;
-        let sm = StateMachine::open(db, dir.path().join("snapshots")).map_err(|e| err(e.into()))?;
+        let events = EventLog::open(&db, 1_000).map_err(|e| err(e.into()))?;
+        let sm = StateMachine::open(db, dir.path().join("snapshots"), events)
+            .map_err(|e| err(e.into()))?;
         Ok((dir, log, sm))
     }
 }

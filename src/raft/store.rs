@@ -14,10 +14,13 @@ pub const CF_RAFT_META: &str = "raft_meta";
 pub const CF_LOG: &str = "log";
 /// State-machine metadata: last applied log id, membership, cluster time.
 pub const CF_SM_META: &str = "sm_meta";
-/// One record per stored grant, keyed by lock key.
+/// One record per stored key (holder, queue, lock-delay), keyed by lock key.
 pub const CF_LOCKS: &str = "locks";
 
-const ALL_CFS: [&str; 4] = [CF_RAFT_META, CF_LOG, CF_SM_META, CF_LOCKS];
+/// Applied events, keyed by big-endian (log index, sequence); see `event_log`.
+pub const CF_EVENTS: &str = "events";
+
+const ALL_CFS: [&str; 5] = [CF_RAFT_META, CF_LOG, CF_SM_META, CF_LOCKS, CF_EVENTS];
 
 /// A storage failure: RocksDB, the codec, or a broken on-disk invariant.
 #[derive(Debug, thiserror::Error)]

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod sse;
+
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 

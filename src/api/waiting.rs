@@ -1,0 +1,241 @@
+//! Acquires that wait in a key's FIFO queue (`wait_ms > 0`), and cancelling a wait.
+//!
+//! The request is served by the leader (followers relay it, with a timeout that covers
+//! the wait). The handler subscribes to this node's applied events *before* proposing,
+//! proposes the acquire, and — if the answer is "queued" — waits for an event that ends
+//! the wait for its owner: `acquired` (answer the grant), or `wait_timeout` /
+//! `wait_cancelled` (answer `WAIT_TIMEOUT`). Every node applies every entry, so this
+//! works on even if leadership moves during the wait.
+//!
+//! Ending a wait early goes through Raft too ([`crate::locks::Command::CancelWait`]):
+//! when the wait runs out here, or the client goes away (the handler future is
+//! dropped), the node cancels the wait; if the queue granted the key meanwhile, the
+//! cancel releases that grant, so no lock is left held by nobody. A cancel proposed on
+//! a node that no longer leads is relayed to the leader's `POST /v1/locks/{key}/cancel`.
+//!
+//! # Caveats
+//! - Waiting is bounded by `lease.max_wait_ms`; the queue itself drops a waiter at its
+//!   deadline in cluster time even if no cancel ever arrives (a crashed node).
+//! - A grant from the queue starts its lease when it is applied, long after the client
+//!   sent its request. A client that counts its lease from its send time (DESIGN.md)
+//!   stays safe but may think a long wait ate the whole lease: renew at once after a
+//!   waited grant and count from that renew.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::broadcast::error::RecvError;
+
+use super::problem::ApiError;
+use super::App;
+use crate::locks::{
+    AcquireOptions, CancelReason, Command, Event, EventKind, Grant, Key, Owner, Reply, Token,
+};
+use crate::node::NodeError;
+
+/// Attempts (with a pause between) to get a cancel committed before giving up on it.
+const CANCEL_ATTEMPTS: u32 = 20;
+const CANCEL_PAUSE: Duration = Duration::from_millis(250);
+
+/// Acquires `key` for `owner`, waiting in its queue for up to `options.wait_ms`.
+pub async fn acquire(
+    app: &App,
+    key: Key,
+    owner: Owner,
+    options: AcquireOptions,
+) -> Result<Grant, ApiError> {
+    let started = Instant::now();
+    let mut events = app.node.subscribe_events();
+    let reply = {
+        let (key, owner) = (key.clone(), owner.clone());
+        app.node
+            .write(move |now_ms| Command::acquire_with(key, owner, options, now_ms))
+            .await?
+    };
+    let queued = match reply {
+        Reply::Granted(g) => return Ok(g),
+        Reply::Refused(e) => return Err(e.into()),
+        Reply::Queued(q) => q,
+        other => return Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
+    };
+    tracing::debug!(position = queued.position, "queued");
+    // From here on, a dropped future (client gone) cancels the wait.
+    let mut guard = CancelOnDrop {
+        app: app.clone(),
+        key: key.clone(),
+        owner: owner.clone(),
+        armed: true,
+    };
+    let deadline = tokio::time::Instant::from_std(started + Duration::from_millis(options.wait_ms));
+    let outcome = loop {
+        tokio::select! {
+            received = events.recv() => match received {
+                Ok(batch) => {
+                    if let Some(outcome) = outcome_in(&batch, &key, &owner) {
+                        break outcome;
+                    }
+                }
+                // Missed events: the table says where the wait stands.
+                Err(RecvError::Lagged(_)) => {
+                    if let Some(outcome) = outcome_from_table(app, &key, &owner) {
+                        break outcome;
+                    }
+                }
+                Err(RecvError::Closed) => {
+                    return Err(ApiError::Internal("event stream closed".into()));
+                }
+            },
+            _ = tokio::time::sleep_until(deadline) => break Outcome::TimedOut,
+        }
+    };
+    guard.armed = false;
+    match outcome {
+        Outcome::Granted(g) => {
+            tracing::debug!(token = g.token.0, "granted from the queue");
+            Ok(g)
+        }
+        Outcome::LeftQueue => Err(wait_timeout(&key, options.wait_ms)),
+        Outcome::TimedOut => {
+            cancel(app, &key, &owner, CancelReason::Timeout).await;
+            Err(wait_timeout(&key, options.wait_ms))
+        }
+    }
+}
+
+fn wait_timeout(key: &Key, wait_ms: u64) -> ApiError {
+    ApiError::WaitTimeout(format!("{key} was not granted within wait_ms {wait_ms}"))
+}
+
+enum Outcome {
+    Granted(Grant),
+    /// The queue dropped the waiter (its deadline in cluster time, or a cancel).
+    LeftQueue,
+    TimedOut,
+}
+
+/// The event in `batch`, if any, that ends `owner`'s wait on `key`.
+fn outcome_in(batch: &[Event], key: &Key, owner: &Owner) -> Option<Outcome> {
+    batch
+        .iter()
+        .filter(|e| &e.key == key && &e.owner == owner)
+        .find_map(|e| match e.kind {
+            EventKind::Acquired => Some(Outcome::Granted(grant_of(e))),
+            EventKind::WaitTimeout | EventKind::WaitCancelled => Some(Outcome::LeftQueue),
+            _ => None,
+        })
+}
+
+/// The grant an `acquired` event reports.
+fn grant_of(e: &Event) -> Grant {
+    let expires_at_ms = e.expires_at_ms.unwrap_or(e.at_ms);
+    Grant {
+        key: e.key.clone(),
+        owner: e.owner.clone(),
+        token: e.token.unwrap_or(Token(e.index)),
+        acquired_at_ms: e.at_ms,
+        renewed_at_ms: e.at_ms,
+        expires_at_ms,
+        ttl_ms: expires_at_ms.saturating_sub(e.at_ms),
+        lock_delay_ms: 0,
+    }
+}
+
+fn outcome_from_table(app: &App, key: &Key, owner: &Owner) -> Option<Outcome> {
+    app.node.with_local_table(|t| {
+        let now = t.now_ms();
+        if let Some(g) = t.get(key, now).filter(|g| &g.owner == owner) {
+            return Some(Outcome::Granted(g.clone()));
+        }
+        let queued = t
+            .stored(key)
+            .is_some_and(|st| st.position(owner, now).is_some());
+        (!queued).then_some(Outcome::LeftQueue)
+    })
+}
+
+/// Cancels the wait of a request whose client went away.
+struct CancelOnDrop {
+    app: App,
+    key: Key,
+    owner: Owner,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (app, key, owner) = (self.app.clone(), self.key.clone(), self.owner.clone());
+        tracing::debug!(key = %key, owner = %owner, "waiting client went away; cancelling its wait");
+        tokio::spawn(async move { cancel(&app, &key, &owner, CancelReason::Disconnected).await });
+    }
+}
+
+/// Gets a `CancelWait` committed: proposed here while this node leads, relayed to the
+/// leader otherwise; retried (it is idempotent) until it lands or the attempts run out.
+pub async fn cancel(app: &App, key: &Key, owner: &Owner, reason: CancelReason) {
+    for attempt in 1..=CANCEL_ATTEMPTS {
+        let result = {
+            let (key, owner) = (key.clone(), owner.clone());
+            app.node
+                .write(move |now_ms| Command::cancel_wait(key, owner, reason, now_ms))
+                .await
+        };
+        match result {
+            Ok(reply) => {
+                tracing::debug!(?reply, "wait cancelled");
+                return;
+            }
+            Err(NodeError::NotLeader) => {
+                if relay_cancel(app, key, owner, reason).await {
+                    return;
+                }
+            }
+            Err(e) => tracing::debug!(attempt, error = %e, "cancel not committed; retrying"),
+        }
+        tokio::time::sleep(CANCEL_PAUSE).await;
+    }
+    tracing::warn!(key = %key, owner = %owner, "gave up cancelling a wait; the queue drops it at its deadline");
+}
+
+/// Sends the cancel to the leader's API; true when the leader answered 200.
+async fn relay_cancel(app: &App, key: &Key, owner: &Owner, reason: CancelReason) -> bool {
+    let Some(leader) = app.node.leader() else {
+        return false;
+    };
+    if leader.id == app.node.id() {
+        return false;
+    }
+    let body = serde_json::json!({
+        "owner": owner.as_str(),
+        "reason": match reason {
+            CancelReason::Timeout => "timeout",
+            CancelReason::Disconnected => "disconnected",
+        },
+    });
+    let path = format!("/v1/locks/{key}/cancel");
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::CONTENT_TYPE,
+        reqwest::header::HeaderValue::from_static("application/json"),
+    );
+    match app
+        .forwarder
+        .relay(
+            leader.id,
+            &leader.api,
+            reqwest::Method::POST,
+            &path,
+            &headers,
+            body.to_string().into(),
+            None,
+        )
+        .await
+    {
+        Ok(r) => r.status.is_success(),
+        Err(e) => {
+            tracing::debug!(error = %e, "relaying a cancel failed");
+            false
+        }
+    }
+}

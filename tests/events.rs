@@ -1,0 +1,197 @@
+//! The per-key event stream (SSE) on a real cluster: every event once, in log order,
+//! from a follower; resumed with `Last-Event-ID` after that node restarts.
+
+mod common;
+
+use std::time::Duration;
+
+use common::sse::{SseMessage, SseReader};
+use common::{TestCluster, READY_TIMEOUT};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+/// Reads events until `n` have arrived (panics after `READY_TIMEOUT`).
+async fn take(sse: &mut SseReader, n: usize) -> Vec<SseMessage> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        match sse.next(READY_TIMEOUT).await {
+            Some(m) => out.push(m),
+            None => panic!("stream ended or stalled after {out:?}"),
+        }
+    }
+    out
+}
+
+fn kinds(events: &[SseMessage]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                e.event.clone(),
+                e.data["owner"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+    expected
+        .iter()
+        .map(|(k, o)| (k.to_string(), o.to_string()))
+        .collect()
+}
+
+async fn post(cluster: &TestCluster, node: u64, path: &str, body: Value) -> Value {
+    let (status, value) = cluster
+        .call_retry(node, Method::POST, path, Some(body))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{path}: {value}");
+    value
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_sees_each_event_once_in_log_order_and_resumes_after_a_restart() {
+    let mut cluster = TestCluster::start().await;
+    let leader = cluster.leader().await;
+    let follower = cluster.other_than(leader);
+    let url = format!("http://{}/v1/locks/watched/events", cluster.api(follower));
+    let mut sse = SseReader::open(&cluster.http, &url, None).await;
+
+    let a = post(
+        &cluster,
+        leader,
+        "/v1/locks/watched/acquire",
+        json!({"owner": "a", "ttl_ms": 60_000}),
+    )
+    .await;
+    let a_token = a["token"].as_u64().unwrap();
+    post(
+        &cluster,
+        leader,
+        "/v1/locks/watched/renew",
+        json!({"token": a_token}),
+    )
+    .await;
+    // b waits in the queue and gets the key when a releases it, in the same entry.
+    let http = cluster.http.clone();
+    let leader_api = cluster.api(leader).to_string();
+    let waiter = tokio::spawn(async move {
+        let r = http
+            .post(format!("http://{leader_api}/v1/locks/watched/acquire"))
+            .timeout(Duration::from_secs(60))
+            .json(&json!({"owner": "b", "ttl_ms": 60_000, "wait_ms": 30_000}))
+            .send()
+            .await
+            .expect("waiting acquire");
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json::<Value>().await.expect("grant")
+    });
+    let first = take(&mut sse, 3).await;
+    assert_eq!(
+        kinds(&first),
+        pairs(&[("acquired", "a"), ("renewed", "a"), ("queued", "b")])
+    );
+    post(
+        &cluster,
+        leader,
+        "/v1/locks/watched/release",
+        json!({"token": a_token}),
+    )
+    .await;
+    let b = waiter.await.expect("waiter");
+    let b_token = b["token"].as_u64().unwrap();
+    post(
+        &cluster,
+        leader,
+        "/v1/locks/watched/release",
+        json!({"token": b_token}),
+    )
+    .await;
+    let second = take(&mut sse, 3).await;
+    assert_eq!(
+        kinds(&second),
+        pairs(&[("released", "a"), ("acquired", "b"), ("released", "b")])
+    );
+
+    let all: Vec<SseMessage> = first.iter().chain(&second).cloned().collect();
+    let indexes: Vec<u64> = all
+        .iter()
+        .map(|e| e.data["index"].as_u64().unwrap())
+        .collect();
+    assert!(
+        indexes.windows(2).all(|w| w[0] <= w[1]),
+        "not in log order: {indexes:?}"
+    );
+    // a's release and b's grant are one entry: one id, on its last event.
+    assert_eq!(indexes[3], indexes[4], "{all:?}");
+    assert_eq!(all[3].id, None);
+    assert_eq!(all[4].id.as_deref(), Some(indexes[4].to_string().as_str()));
+    assert_eq!(
+        b_token, indexes[4],
+        "the token is the granting entry's index"
+    );
+    assert_eq!(all[0].data["token"], json!(a_token));
+    assert_eq!(all[0].data["index"], json!(a_token));
+    let last_id = all
+        .last()
+        .unwrap()
+        .id
+        .clone()
+        .expect("id on the last event");
+
+    // Restart the watched node; meanwhile more happens on the key.
+    drop(sse);
+    cluster.kill(follower);
+    let c = post(
+        &cluster,
+        leader,
+        "/v1/locks/watched/acquire",
+        json!({"owner": "c", "ttl_ms": 60_000}),
+    )
+    .await;
+    post(
+        &cluster,
+        leader,
+        "/v1/locks/watched/release",
+        json!({"token": c["token"]}),
+    )
+    .await;
+    cluster.spawn(follower);
+    cluster.wait_ready(READY_TIMEOUT).await;
+    let mut sse = SseReader::open(&cluster.http, &url, Some(&last_id)).await;
+    let resumed = take(&mut sse, 2).await;
+    assert_eq!(
+        kinds(&resumed),
+        pairs(&[("acquired", "c"), ("released", "c")]),
+        "{resumed:?}"
+    );
+    // And live events follow the stored ones, with nothing repeated.
+    post(
+        &cluster,
+        leader,
+        "/v1/locks/watched/acquire",
+        json!({"owner": "d", "ttl_ms": 60_000}),
+    )
+    .await;
+    let live = take(&mut sse, 1).await;
+    assert_eq!(kinds(&live), pairs(&[("acquired", "d")]));
+    assert!(
+        sse.next(Duration::from_millis(500)).await.is_none(),
+        "an extra event arrived"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_last_event_id_is_a_clear_error() {
+    let cluster = TestCluster::start().await;
+    let resp = cluster
+        .http
+        .get(format!("http://{}/v1/locks/k/events", cluster.api(1)))
+        .header("last-event-id", "not-a-number")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body: Value = resp.json().await.expect("problem");
+    assert_eq!(body["code"], "INVALID_REQUEST");
+}
