@@ -195,3 +195,73 @@ async fn a_bad_last_event_id_is_a_clear_error() {
     let body: Value = resp.json().await.expect("problem");
     assert_eq!(body["code"], "INVALID_REQUEST");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baton_watch_prints_one_line_per_event() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let cluster = TestCluster::start().await;
+    let leader = cluster.leader().await;
+    let follower = cluster.other_than(leader);
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["watch", "cli-watched", "--endpoints", cluster.api(follower)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("baton watch");
+    let stdout = watch.stdout.take().expect("stdout");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The watch connects asynchronously: repeat the acquire/release pair until its
+    // events show up (acquire by the same owner is idempotent; release frees it).
+    // A connect between an acquire and its release shows the release first; look for
+    // an acquired line followed by a released one.
+    let pair_seen = |lines: &[String]| {
+        lines
+            .windows(2)
+            .any(|w| w[0].contains("acquired") && w[1].contains("released"))
+    };
+    let mut lines: Vec<String> = Vec::new();
+    let deadline = std::time::Instant::now() + READY_TIMEOUT;
+    while !pair_seen(&lines) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no events from baton watch: {lines:?}"
+        );
+        let grant = post(
+            &cluster,
+            leader,
+            "/v1/locks/cli-watched/acquire",
+            json!({"owner": "cli", "ttl_ms": 5_000}),
+        )
+        .await;
+        post(
+            &cluster,
+            leader,
+            "/v1/locks/cli-watched/release",
+            json!({"token": grant["token"]}),
+        )
+        .await;
+        while let Ok(Some(line)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await
+        {
+            lines.push(line);
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(
+        lines[0].contains("acquired") && lines[0].contains("owner=cli"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].contains("released") && lines[1].contains("owner=cli"),
+        "{lines:?}"
+    );
+}

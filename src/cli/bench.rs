@@ -17,7 +17,6 @@ use clap::Args;
 use super::duration::{format_duration, parse_duration};
 use crate::bench::stats::{LatencySummary, OpSummary};
 use crate::bench::{Mode, Report, Settings, Target, Tick};
-use crate::config::Config;
 
 /// Most connections one bench process opens (file descriptors, ports).
 const MAX_CONNS: u32 = 10_000;
@@ -70,14 +69,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
 }
 
 fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let endpoints = if args.endpoints.is_empty() {
-        // The config error already names the file and the cause; no chain to repeat it.
-        let config = Config::load(&args.config, std::env::vars())
-            .map_err(|e| anyhow::anyhow!("no --endpoints given, and {e}"))?;
-        config.nodes.iter().map(|n| n.api.clone()).collect()
-    } else {
-        args.endpoints.clone()
-    };
+    let endpoints = super::resolve_endpoints(&args.endpoints, &args.config)?;
     let settings = Settings {
         endpoints,
         mode: args.mode,

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod chaos;
 pub mod duration;
 pub mod server;
+pub mod watch;
 
 use std::process::ExitCode;
 
@@ -24,6 +25,8 @@ pub enum Commands {
     Server(server::ServerArgs),
     /// Closed-loop load generator: throughput, latency percentiles, errors, client CPU.
     Bench(bench::BenchArgs),
+    /// Follow a key's events (acquired, released, expired, queued, …) as they happen.
+    Watch(watch::WatchArgs),
     /// Chaos-suite tools (used by scripts/chaos).
     #[command(hide = true)]
     Chaos(chaos::ChaosArgs),
@@ -35,6 +38,25 @@ pub fn run() -> ExitCode {
     match cli.command {
         Commands::Server(args) => server::run(args),
         Commands::Bench(args) => bench::run(args),
+        Commands::Watch(args) => watch::run(args),
         Commands::Chaos(args) => chaos::run(args),
     }
+}
+
+/// The API endpoints to talk to: `--endpoints` (or `BATON_ENDPOINTS`) when given, else
+/// every node's `api` address in the cluster file.
+pub fn resolve_endpoints(
+    endpoints: &[String],
+    config: &std::path::Path,
+) -> anyhow::Result<Vec<String>> {
+    if !endpoints.is_empty() {
+        return Ok(endpoints
+            .iter()
+            .map(|e| crate::bench::topology::normalize_endpoint(e))
+            .collect());
+    }
+    // The config error already names the file and the cause; no chain to repeat it.
+    let config = crate::config::Config::load(config, std::env::vars())
+        .map_err(|e| anyhow::anyhow!("no --endpoints given, and {e}"))?;
+    Ok(config.nodes.iter().map(|n| n.api.clone()).collect())
 }

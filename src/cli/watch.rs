@@ -1,0 +1,208 @@
+//! `baton watch KEY`: follow a key's events (acquired, renewed, released, expired, …) as
+//! they are applied, from any node, one line each.
+//!
+//! Reads `GET /v1/locks/{key}/events` (Server-Sent Events). When the connection drops
+//! — the node restarts, the network fails — it reconnects to the next endpoint with the
+//! last event id it saw, so no event is missed or shown twice; a node that no longer
+//! stores events that far back says so (`reset`), and the watch goes on from there.
+//! Runs until interrupted.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::Value;
+
+/// Pause before reconnecting, doubled per failure up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Arguments of `baton watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The lock key to follow.
+    pub key: String,
+    /// Comma-separated API addresses (host:port) [default: every node's `api` in --config].
+    #[arg(
+        long,
+        env = "BATON_ENDPOINTS",
+        value_delimiter = ',',
+        value_name = "HOST:PORT,..."
+    )]
+    pub endpoints: Vec<String>,
+    /// Cluster description to take the endpoints from when --endpoints is not given.
+    #[arg(long, env = "BATON_CONFIG", default_value = "cluster.toml")]
+    pub config: PathBuf,
+    /// Replay the stored events after this log index first (0: all that are stored).
+    #[arg(long, value_name = "INDEX")]
+    pub after: Option<u64>,
+    /// Print each event's JSON instead of a line of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `baton watch`; returns the process exit code.
+pub fn run(args: WatchArgs) -> ExitCode {
+    match watch(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn watch(args: WatchArgs) -> anyhow::Result<()> {
+    crate::locks::Key::parse(args.key.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let endpoints = super::resolve_endpoints(&args.endpoints, &args.config)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(follow(&args, &endpoints))
+}
+
+async fn follow(args: &WatchArgs, endpoints: &[String]) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(2))
+        .build()?;
+    let mut last_id = args.after;
+    let mut backoff = FIRST_BACKOFF;
+    for endpoint in endpoints.iter().cycle() {
+        match stream_from(&http, endpoint, &args.key, &mut last_id, args.json).await {
+            Ok(StreamEnd::Refused(reason)) => anyhow::bail!("{endpoint}: {reason}"),
+            Ok(StreamEnd::Closed) => {
+                backoff = FIRST_BACKOFF;
+                eprintln!("# {endpoint} closed the stream; reconnecting");
+            }
+            Err(e) => eprintln!("# {endpoint}: {e}; trying the next node"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+    anyhow::bail!("no endpoints")
+}
+
+enum StreamEnd {
+    /// The server answered with an error that a retry will not fix (bad key, …).
+    Refused(String),
+    /// The stream ended; reconnect.
+    Closed,
+}
+
+/// Reads one connection's events, printing them and tracking the last id.
+async fn stream_from(
+    http: &reqwest::Client,
+    endpoint: &str,
+    key: &str,
+    last_id: &mut Option<u64>,
+    json: bool,
+) -> anyhow::Result<StreamEnd> {
+    let mut req = http.get(format!("http://{endpoint}/v1/locks/{key}/events"));
+    if let Some(id) = last_id {
+        req = req.header("last-event-id", id.to_string());
+    }
+    let mut resp = req.send().await?;
+    if resp.status().is_client_error() {
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let detail = body["detail"]
+            .as_str()
+            .unwrap_or("request refused")
+            .to_string();
+        return Ok(StreamEnd::Refused(detail));
+    }
+    anyhow::ensure!(resp.status().is_success(), "HTTP {}", resp.status());
+    let mut buf = String::new();
+    while let Some(chunk) = resp.chunk().await? {
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            handle_block(&block, last_id, json);
+        }
+    }
+    Ok(StreamEnd::Closed)
+}
+
+/// Prints one SSE block and remembers its id.
+fn handle_block(block: &str, last_id: &mut Option<u64>, json: bool) {
+    let (mut event, mut data, mut id) = ("message", String::new(), None);
+    for line in block.lines() {
+        if let Some(v) = line.strip_prefix("event:") {
+            event = v.trim();
+        } else if let Some(v) = line.strip_prefix("data:") {
+            data.push_str(v.trim_start());
+        } else if let Some(v) = line.strip_prefix("id:") {
+            id = v.trim().parse::<u64>().ok();
+        }
+    }
+    if data.is_empty() {
+        return; // a keep-alive comment
+    }
+    let value: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
+    if event == "reset" {
+        eprintln!(
+            "# events before index {} are no longer stored on this node; some were missed",
+            value["first_index"]
+        );
+    } else if json {
+        println!("{data}");
+    } else {
+        println!("{}", text_line(event, &value));
+    }
+    if id.is_some() {
+        *last_id = id;
+    }
+}
+
+/// `2026-11-30T06:48:05.966Z  acquired        deploy  owner=ci-1 token=42 expires=…`
+fn text_line(event: &str, v: &Value) -> String {
+    let mut line = format!(
+        "{}  {event:<15} {}  owner={}",
+        v["at"].as_str().unwrap_or("?"),
+        v["key"].as_str().unwrap_or("?"),
+        v["owner"].as_str().unwrap_or("?"),
+    );
+    if let Some(token) = v["token"].as_u64() {
+        line.push_str(&format!(" token={token}"));
+    }
+    if let Some(expires) = v["expires_at"].as_str() {
+        line.push_str(&format!(" expires={expires}"));
+    }
+    line.push_str(&format!(" (index {})", v["index"]));
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_block_prints_and_moves_the_last_id() {
+        let mut last = None;
+        let block = "event: acquired\ndata: {\"index\":7,\"key\":\"k\",\"event\":\"acquired\",\"owner\":\"a\",\"token\":7,\"at\":\"t\"}\nid: 7\n\n";
+        handle_block(block, &mut last, false);
+        assert_eq!(last, Some(7));
+        // An event without an id (not the last of its entry) keeps the previous id.
+        handle_block("event: released\ndata: {\"index\":8}\n\n", &mut last, false);
+        assert_eq!(last, Some(7));
+        // Keep-alives change nothing.
+        handle_block(":\n\n", &mut last, false);
+        assert_eq!(last, Some(7));
+    }
+
+    #[test]
+    fn text_lines_name_the_event_owner_and_token() {
+        let v: Value = serde_json::json!({"index": 9, "key": "deploy", "owner": "ci", "token": 9, "at": "2026-01-01T00:00:00.000Z"});
+        let line = text_line("acquired", &v);
+        assert!(
+            line.contains("acquired")
+                && line.contains("owner=ci")
+                && line.contains("token=9")
+                && line.contains("(index 9)"),
+            "{line}"
+        );
+    }
+}
