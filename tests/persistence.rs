@@ -127,3 +127,66 @@ async fn sigterm_shuts_a_node_down_cleanly_and_it_rejoins() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_node_rejoins_after_allow_rejoin_and_catches_up_by_snapshot() {
+    let mut cluster = TestCluster::start_with(Options {
+        snapshot_after_entries: 50,
+        keep_entries_after_snapshot: 5,
+        ..Options::default()
+    })
+    .await;
+    let leader = cluster.leader().await;
+    let mut acked = BTreeMap::new();
+    for i in 0..120 {
+        let key = format!("wipe-{i}");
+        let (status, grant) = cluster.acquire(leader, &key, "o", 600_000).await;
+        assert_eq!(status, StatusCode::OK, "{grant}");
+        acked.insert(key, grant["token"].as_u64().expect("token"));
+    }
+    let wiped = cluster.other_than(leader);
+    cluster.kill(wiped);
+    // The documented procedure: stop it, allow it on the leader (via any node), wipe, start.
+    let via = cluster.other_than(wiped);
+    let (status, body) = cluster
+        .call_retry(
+            via,
+            Method::POST,
+            &format!("/v1/cluster/nodes/{wiped}/allow-rejoin"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    std::fs::remove_dir_all(cluster.data_dir(wiped)).expect("wipe the data dir");
+    cluster.spawn(wiped);
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let mut all = true;
+        for (key, token) in &acked {
+            let (status, lock) = cluster.get_local(wiped, key).await;
+            if status != StatusCode::OK || lock["token"] != json!(token) {
+                all = false;
+                break;
+            }
+        }
+        if all {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "wiped node did not catch up; log:\n{}",
+            cluster.log(wiped)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // An unknown node id is a clear error.
+    let (status, problem) = cluster
+        .call_retry(
+            leader,
+            Method::POST,
+            "/v1/cluster/nodes/99/allow-rejoin",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+}

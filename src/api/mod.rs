@@ -85,6 +85,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/locks/{key}/cancel", post(locks::cancel))
         .route("/v1/locks/{key}/events", get(events::events))
         .route("/v1/cluster", get(cluster))
+        .route("/v1/cluster/nodes/{id}/allow-rejoin", post(allow_rejoin))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
@@ -97,6 +98,26 @@ pub fn router(app: App) -> Router {
 
 async fn cluster(State(app): State<App>) -> Json<ClusterStatus> {
     Json(app.node.status())
+}
+
+/// `POST /v1/cluster/nodes/{id}/allow-rejoin` (admin, on the leader): node `id` may
+/// come back with an empty data directory and is sent a snapshot (see
+/// [`Node::allow_rejoin`]).
+async fn allow_rejoin(
+    State(app): State<App>,
+    axum::extract::Path(raw): axum::extract::Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id: crate::NodeId = raw
+        .parse()
+        .map_err(|_| ApiError::InvalidRequest(format!("node id must be a number, got {raw:?}")))?;
+    if app.node.config().nodes.iter().all(|n| n.id != id) {
+        return Err(ApiError::InvalidRequest(format!(
+            "node {id} is not in the cluster"
+        )));
+    }
+    app.node.allow_rejoin(id).await?;
+    tracing::info!(node = id, "node may rejoin with an empty data dir");
+    Ok(Json(json!({"node_id": id, "allowed": true})))
 }
 
 async fn healthz(State(app): State<App>) -> Response {

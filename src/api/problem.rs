@@ -121,6 +121,7 @@ impl From<NodeError> for ApiError {
                 "{m}; the write may or may not have taken effect, retry it"
             )),
             NodeError::Stopped(m) => ApiError::Internal(m),
+            NodeError::Refused(m) => ApiError::InvalidRequest(m),
         }
     }
 }

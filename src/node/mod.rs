@@ -67,6 +67,9 @@ pub enum NodeError {
     /// Raft has stopped on this node.
     #[error("raft stopped: {0}")]
     Stopped(String),
+    /// Raft refused an admin request (unknown node, not the leader any more).
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 /// The cluster time at which a linearizable read judges leases: the time of the last
@@ -429,6 +432,15 @@ impl Node {
         if m.current_leader.is_none() {
             return Err("no known leader".into());
         }
+        // A node started on an empty data dir knows a leader from its first heartbeat
+        // but holds nothing until the leader's snapshot arrives.
+        if m.membership_config
+            .membership()
+            .get_node(&self.id())
+            .is_none()
+        {
+            return Err("not in the membership this node has applied (empty data dir: waiting for the leader's snapshot)".into());
+        }
         let committed = m.local_committed.as_ref().map(|l| l.index);
         let applied = m.last_applied.as_ref().map(|l| l.index);
         if applied < committed {
@@ -437,6 +449,23 @@ impl Node {
             ));
         }
         Ok(())
+    }
+
+    /// On the leader: lets node `id` come back with an empty data directory. Raft assumes
+    /// a node never loses what it acknowledged, so the leader refuses to send a follower
+    /// whose log went backwards anything; after this call it replicates to `id` from the
+    /// start once (by snapshot). Operators: stop the node, call this, wipe its data dir,
+    /// start it.
+    pub async fn allow_rejoin(&self, id: NodeId) -> Result<(), NodeError> {
+        self.inner
+            .raft
+            .as_leader()
+            .map_err(|_| NodeError::NotLeader)?;
+        match self.inner.raft.trigger().allow_next_revert(&id, true).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(NodeError::Refused(e.to_string())),
+            Err(fatal) => Err(NodeError::Stopped(fatal.to_string())),
+        }
     }
 
     /// Resolves when Raft has stopped on this node because of an error (fail-stop).
