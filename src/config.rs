@@ -74,7 +74,8 @@ pub struct RaftConfig {
     /// A follower that hears no leader for a random time in this range starts an election.
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
-    /// Build a snapshot after this many log entries since the last one.
+    /// Build a snapshot after this many log entries since the last one, or after twice
+    /// as many entries as keys stored, if that is more (see `node::compaction`).
     pub snapshot_after_entries: u64,
     /// Log entries kept behind a snapshot, so a briefly lagging follower can catch up
     /// from the log instead of a snapshot.

@@ -86,6 +86,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/locks/{key}/events", get(events::events))
         .route("/v1/cluster", get(cluster))
         .route("/v1/cluster/nodes/{id}/allow-rejoin", post(allow_rejoin))
+        .route("/v1/cluster/snapshot", post(snapshot_now))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
@@ -118,6 +119,19 @@ async fn allow_rejoin(
     app.node.allow_rejoin(id).await?;
     tracing::info!(node = id, "node may rejoin with an empty data dir");
     Ok(Json(json!({"node_id": id, "allowed": true})))
+}
+
+/// `POST /v1/cluster/snapshot` (admin, this node): build a snapshot now, whatever the
+/// policy in `node::compaction` says; the log behind it is purged as usual.
+async fn snapshot_now(State(app): State<App>) -> Result<Response, ApiError> {
+    app.node
+        .raft()
+        .trigger()
+        .snapshot()
+        .await
+        .map_err(|e| ApiError::Internal(format!("raft stopped: {e}")))?;
+    let body = json!({"node_id": app.node.id(), "triggered": true});
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
 async fn healthz(State(app): State<App>) -> Response {

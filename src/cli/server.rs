@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use clap::Args;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::api;
 use crate::config::Config;
@@ -74,12 +75,16 @@ async fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
     }
     let config = Arc::new(config);
     let me = config.node(args.node)?.clone();
+    // TCP_NODELAY on accepted connections: answers are small and latency-bound, and
+    // Nagle's algorithm would hold a segment back until the previous one is acknowledged.
     let api_listener = TcpListener::bind(&me.api)
         .await
-        .with_context(|| format!("cannot listen on api address {}", me.api))?;
+        .with_context(|| format!("cannot listen on api address {}", me.api))?
+        .tap_io(set_nodelay);
     let raft_listener = TcpListener::bind(&me.raft)
         .await
-        .with_context(|| format!("cannot listen on raft address {}", me.raft))?;
+        .with_context(|| format!("cannot listen on raft address {}", me.raft))?
+        .tap_io(set_nodelay);
     let node = Node::start(config.clone(), args.node)
         .await
         .context("cannot start node")?;
@@ -145,5 +150,11 @@ async fn shutdown_signal() -> &'static str {
     tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
+    }
+}
+
+fn set_nodelay(tcp: &mut TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
 }

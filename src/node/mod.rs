@@ -6,6 +6,7 @@
 //! lock table, linearizable by read-index or local), and [`Node::status`].
 
 pub mod clock;
+pub mod compaction;
 pub mod forward;
 pub mod leader;
 
@@ -167,7 +168,8 @@ impl Node {
             heartbeat_interval: r.heartbeat_interval_ms,
             election_timeout_min: r.election_timeout_min_ms,
             election_timeout_max: r.election_timeout_max_ms,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(r.snapshot_after_entries),
+            // `compaction` decides when (in proportion to the table), not openraft.
+            snapshot_policy: openraft::SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: r.keep_entries_after_snapshot,
             install_snapshot_timeout: 60_000,
             enable_pre_vote: Some(true),
@@ -193,6 +195,7 @@ impl Node {
         };
         leader::watch_leadership(&node);
         tokio::spawn(leader::initialize_when_all_fresh(node.clone()));
+        tokio::spawn(compaction::snapshot_when_due(node.clone()));
         Ok(node)
     }
 
