@@ -233,68 +233,45 @@ print(max(300, min(cap, math.ceil(want * 1000 / rate))))' "$want" "$rate" "$CHUN
 
 # --- Load ---------------------------------------------------------------------------
 # `baton bench` runs for a time, not a count: load in chunks sized from the measured
-# rate until the leader stores at least LOCKS locks, then (top-up) until the leader has
-# built a snapshot of a log index at or after the one where LOCKS was reached, so that the
-# snapshot figures are of (at least) LOCKS locks. The top-up is bounded: at most
-# 3 * SNAPSHOT_AFTER more entries.
-log "loading $LOCKS live locks (uncontended acquires, ttl $TTL, $CONNS connections, snapshot every $SNAPSHOT_AFTER entries)"
+# rate until the leader stores at least LOCKS locks; then every node builds a snapshot
+# (POST /v1/cluster/snapshot; on its own a node snapshots only every
+# max(snapshot_after_entries, 2 x stored keys) entries), so that the snapshot figures are
+# of (at least) LOCKS locks.
+log "loading $LOCKS live locks (uncontended acquires, ttl $TTL, $CONNS connections)"
 load_start=$(now)
 load_deadline=$((SECONDS + LOAD_TIMEOUT))
-idx_at_n=""   # leader's applied index when LOCKS locks were first seen stored
 while :; do
   info=$(cluster "$LEADER")
   stored=$(jget "$info" locks_stored)
   [[ "$stored" != null ]] || { log "leader n$LEADER does not answer /v1/cluster"; exit 1; }
-  applied=$(jget "$info" applied_index)
-  snap_index=$(jget "$info" snapshot_index)
-  [[ "$snap_index" == null ]] && snap_index=0
-  if ((stored >= LOCKS)); then
-    if [[ -z "$idx_at_n" ]]; then
-      idx_at_n=$applied
-      load_secs=$(secs_since "$load_start")
-      log "  $stored locks stored after ${load_secs}s (leader applied index $idx_at_n)"
-    fi
-    ((snap_index >= idx_at_n)) && break
-    # A snapshot may be being built right now: give it a moment before loading more.
-    sleep 1
-    info=$(cluster "$LEADER")
-    snap_index=$(jget "$info" snapshot_index)
-    [[ "$snap_index" == null ]] && snap_index=0
-    ((snap_index >= idx_at_n)) && break
-    applied=$(jget "$info" applied_index)
-    if ((applied - idx_at_n > 3 * SNAPSHOT_AFTER)); then
-      log "  no leader snapshot at or after index $idx_at_n yet (newest $snap_index, applied $applied); going on without one"
-      break
-    fi
-    want=$((snap_index + SNAPSHOT_AFTER - applied + 100))
-    ((want > 0)) || want=100
-    phase="top-up until the leader snapshots index $idx_at_n or later (newest snapshot $snap_index, applied $applied)"
-  else
-    want=$((LOCKS - stored))
-    phase="load ($stored locks stored)"
-  fi
+  ((stored >= LOCKS)) && break
   if ((SECONDS >= load_deadline)); then
     log "load not done after ${LOAD_TIMEOUT}s ($stored locks stored)"; exit 1
   fi
-  load_chunk "$want" "$phase"
+  load_chunk $((LOCKS - stored)) "load ($stored locks stored)"
   # The leader may have changed (it should not): follow it.
   l=$(leader_id)
   [[ "$l" != null ]] && LEADER=$l
 done
+idx_at_n=$(jget "$info" applied_index)
+load_secs=$(secs_since "$load_start")
+log "  $stored locks stored after ${load_secs}s (leader applied index $idx_at_n); snapshot on every node"
+for id in $(seq 1 "$NODES"); do
+  curl -fsS --max-time 10 -X POST "http://$(api_of "$id")/v1/cluster/snapshot" >/dev/null || { log "n$id refused a snapshot"; exit 1; }
+done
 load_total_secs=$(secs_since "$load_start")
-# Let the followers apply everything and snapshot the same point.
-info=$(cluster "$LEADER")
-target=$(jget "$info" applied_index)
-deadline=$((SECONDS + 120))
+# Let the followers apply everything and every node finish its snapshot.
+target=$idx_at_n
+deadline=$((SECONDS + CATCHUP_TIMEOUT))
 for id in $(seq 1 "$NODES"); do
   until c=$(cluster "$id") && [[ "$(jget "$c" applied_index)" -ge "$target" ]] 2>/dev/null \
       && [[ "$(jget "$c" snapshot_index)" -ge "$idx_at_n" ]] 2>/dev/null; do
-    ((SECONDS < deadline)) || { log "n$id did not reach index $target with a snapshot at or after $idx_at_n in 120s"; break; }
+    ((SECONDS < deadline)) || { log "n$id did not reach index $target with a snapshot at or after $idx_at_n"; break; }
     sleep 0.5
   done
 done
 stored=$(jget "$(cluster "$LEADER")" locks_stored)
-log "loaded: $stored locks stored (target $LOCKS reached after ${load_secs}s, ${load_total_secs}s with the top-up), $chunk chunks, $acquired acquires, $errors errors"
+log "loaded: $stored locks stored (target $LOCKS reached after ${load_secs}s), $chunk chunks, $acquired acquires, $errors errors"
 record load.target_locks "$LOCKS"
 record load.locks_stored "$stored"
 record load.seconds "$load_secs"
@@ -408,19 +385,14 @@ t_stop=$(now)
 stop_node "$FOLLOWER" TERM
 record lagging.stop_seconds "$(secs_since "$t_stop")"
 acquired_before=$acquired
-for _ in $(seq 1 4); do
-  info=$(cluster "$LEADER")
-  purged=$(jget "$info" purged_index)
-  [[ "$purged" != null ]] && ((purged > f_last)) && break
-  # The first snapshot index S = snapshot_index + k * SNAPSHOT_AFTER whose purge point
-  # S - 1000 (raft.keep_entries_after_snapshot) lies past f_last, plus a margin.
-  snap_index=$(jget "$info" snapshot_index)
-  [[ "$snap_index" == null ]] && snap_index=0
-  k=$(((f_last + 1001 - snap_index + SNAPSHOT_AFTER - 1) / SNAPSHOT_AFTER))
-  ((k > 0)) || k=1
-  load_chunk $((snap_index + k * SNAPSHOT_AFTER - $(jget "$info" applied_index) + 500)) \
-    "writes while n$FOLLOWER is down (leader purged index $purged)"
-  sleep 2 # snapshot build and purge
+# Writes past the follower's last entry by more than raft.keep_entries_after_snapshot
+# (1000), then a snapshot on the leader, which purges its log behind it.
+load_chunk 3000 "writes while n$FOLLOWER is down"
+curl -fsS --max-time 10 -X POST "http://$(api_of "$LEADER")/v1/cluster/snapshot" >/dev/null || { log "leader refused a snapshot"; exit 1; }
+deadline=$((SECONDS + CATCHUP_TIMEOUT))
+until purged=$(jget "$(cluster "$LEADER")" purged_index) && [[ "$purged" != null ]] && ((purged > f_last)); do
+  ((SECONDS < deadline)) || break
+  sleep 0.5
 done
 info=$(cluster "$LEADER")
 purged=$(jget "$info" purged_index)
@@ -556,7 +528,7 @@ md = [
     "# Baton scale figures",
     "",
     f"- date: {m['date']}, commit: {m['commit']}, machine: {m['cores']} cores; three nodes and the loader on one host (loopback)",
-    f"- load: {L['locks_stored']} live locks stored (target {L['target_locks']}, ttl {L['ttl']}, reached after {s(L['seconds'])} s; {s(L['seconds_with_top_up'])} s with the top-up to the next snapshot) by {L['acquires']} uncontended acquires over {L['conns']} connections ({L['chunks']} bench chunks, {L['errors']} errors); raft.snapshot_after_entries = {m['snapshot_after_entries']}",
+    f"- load: {L['locks_stored']} live locks stored (target {L['target_locks']}, ttl {L['ttl']}, reached after {s(L['seconds'])} s; {s(L['seconds_with_top_up'])} s with a snapshot on every node) by {L['acquires']} uncontended acquires over {L['conns']} connections ({L['chunks']} bench chunks, {L['errors']} errors); raft.snapshot_after_entries = {m['snapshot_after_entries']}",
     f"- leader n{L['leader']}; restarted / wiped follower n{res['follower']}",
     "",
     "| node | role | RSS MiB | peak RSS MiB | RSS empty MiB | RocksDB MB | snapshot file MB | locks | snapshots built | last build ms | max build ms | all builds ms |",
