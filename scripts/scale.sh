@@ -151,6 +151,8 @@ try:
 except Exception:
     v = None
 print("null" if v is None else v)' "$1" "$2"; }
+# Field $2 of JSON $1 as a number; -1 when absent or null (for arithmetic under set -u).
+jnum() { local v; v=$(jget "$1" "$2"); [[ "$v" =~ ^[0-9]+$ ]] && echo "$v" || echo -1; }
 ready() { [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$(api_of "$1")/readyz" 2>/dev/null)" == 200 ]]; }
 proc_kb() { sed -n "s/^$2:[[:space:]]*\([0-9]*\) kB/\1/p" "/proc/$1/status" 2>/dev/null || echo 0; }
 du_bytes() { if [[ -e "$1" ]]; then du -sb "$1" | cut -f1; else echo 0; fi; }
@@ -264,8 +266,8 @@ load_total_secs=$(secs_since "$load_start")
 target=$idx_at_n
 deadline=$((SECONDS + CATCHUP_TIMEOUT))
 for id in $(seq 1 "$NODES"); do
-  until c=$(cluster "$id") && [[ "$(jget "$c" applied_index)" -ge "$target" ]] 2>/dev/null \
-      && [[ "$(jget "$c" snapshot_index)" -ge "$idx_at_n" ]] 2>/dev/null; do
+  until c=$(cluster "$id") && (($(jnum "$c" applied_index) >= target)) \
+      && (($(jnum "$c" snapshot_index) >= idx_at_n)); do
     ((SECONDS < deadline)) || { log "n$id did not reach index $target with a snapshot at or after $idx_at_n"; break; }
     sleep 0.5
   done

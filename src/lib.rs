@@ -19,6 +19,7 @@ pub mod api;
 pub mod bench;
 pub mod chaos;
 pub mod cli;
+pub mod client;
 pub mod codec;
 pub mod config;
 pub mod locks;

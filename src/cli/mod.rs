@@ -3,6 +3,9 @@
 pub mod bench;
 pub mod chaos;
 pub mod duration;
+pub mod exit;
+pub mod lock;
+pub mod locks;
 pub mod server;
 pub mod watch;
 
@@ -12,7 +15,7 @@ use clap::{Parser, Subcommand};
 
 /// Baton: a highly available lock service with leases and fencing tokens.
 #[derive(Debug, Parser)]
-#[command(name = "baton", version, about)]
+#[command(name = "baton", version, about, after_help = exit::HELP)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Commands,
@@ -25,6 +28,10 @@ pub enum Commands {
     Server(server::ServerArgs),
     /// Closed-loop load generator: throughput, latency percentiles, errors, client CPU.
     Bench(bench::BenchArgs),
+    /// Run a command while holding a lock: `baton lock deploy -- ./deploy.sh`.
+    Lock(lock::LockArgs),
+    #[command(flatten)]
+    Locks(locks::LockCommand),
     /// Follow a key's events (acquired, released, expired, queued, …) as they happen.
     Watch(watch::WatchArgs),
     /// Chaos-suite tools (used by scripts/chaos).
@@ -38,8 +45,37 @@ pub fn run() -> ExitCode {
     match cli.command {
         Commands::Server(args) => server::run(args),
         Commands::Bench(args) => bench::run(args),
+        Commands::Lock(args) => lock::run(args),
+        Commands::Locks(cmd) => locks::run(cmd),
         Commands::Watch(args) => watch::run(args),
         Commands::Chaos(args) => chaos::run(args),
+    }
+}
+
+/// How the client commands find the cluster.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientArgs {
+    /// Comma-separated API addresses (host:port) [default: every node's `api` in --config].
+    #[arg(
+        long,
+        env = "BATON_ENDPOINTS",
+        value_delimiter = ',',
+        value_name = "HOST:PORT,..."
+    )]
+    pub endpoints: Vec<String>,
+    /// Cluster description to take the endpoints from when --endpoints is not given.
+    #[arg(long, env = "BATON_CONFIG", default_value = "cluster.toml")]
+    pub config: std::path::PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ClientArgs {
+    /// A client for the endpoints these arguments name.
+    pub fn connect(&self) -> anyhow::Result<crate::client::Client> {
+        let endpoints = resolve_endpoints(&self.endpoints, &self.config)?;
+        Ok(crate::client::Client::new(&endpoints)?)
     }
 }
 
