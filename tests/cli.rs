@@ -295,3 +295,48 @@ async fn the_script_commands_keep_working_with_one_node_down() {
         assert_eq!(o.status.code(), Some(code), "{cmd:?}: {o:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_force_release_stops_the_command_at_once() {
+    let cluster = TestCluster::start().await;
+    let eps = endpoints(&cluster);
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("running");
+    let script = format!("touch {}; exec sleep 60", marker.display());
+    // A 60 s lease: without the event stream the loss would show only at a renewal.
+    let a = args(&[
+        "lock",
+        "forced",
+        "--ttl",
+        "60s",
+        "--endpoints",
+        &eps,
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let lock = tokio::task::spawn_blocking(move || baton().args(&a).output().expect("run"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !marker.exists() {
+        assert!(Instant::now() < deadline, "command never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Let the guard's event stream connect, then free the lock as an admin would.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let leader = cluster.leader().await;
+    let forced_at = Instant::now();
+    let (status, body) = cluster
+        .call_retry(leader, reqwest::Method::DELETE, "/v1/locks/forced", None)
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    let o = lock.await.unwrap();
+    assert_eq!(o.status.code(), Some(76), "{o:?}");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("force released"), "{stderr}");
+    assert!(
+        forced_at.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        forced_at.elapsed()
+    );
+}

@@ -80,26 +80,7 @@ async fn a_node_down_while_the_log_is_purged_catches_up_by_snapshot() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     cluster.spawn(lagging);
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        let mut all = true;
-        for (key, token) in &acked {
-            let (status, lock) = cluster.get_local(lagging, key).await;
-            if status != StatusCode::OK || lock["token"] != json!(token) {
-                all = false;
-                break;
-            }
-        }
-        if all {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "lagging node did not catch up; log:\n{}",
-            cluster.log(lagging)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_node_has(&cluster, lagging, &acked).await;
     assert!(
         cluster.log(lagging).contains("installed snapshot"),
         "expected a snapshot install:\n{}",
@@ -164,26 +145,7 @@ async fn a_wiped_node_rejoins_after_allow_rejoin_and_catches_up_by_snapshot() {
     assert_eq!(status, StatusCode::OK, "{body}");
     std::fs::remove_dir_all(cluster.data_dir(wiped)).expect("wipe the data dir");
     cluster.spawn(wiped);
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        let mut all = true;
-        for (key, token) in &acked {
-            let (status, lock) = cluster.get_local(wiped, key).await;
-            if status != StatusCode::OK || lock["token"] != json!(token) {
-                all = false;
-                break;
-            }
-        }
-        if all {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "wiped node did not catch up; log:\n{}",
-            cluster.log(wiped)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_node_has(&cluster, wiped, &acked).await;
     // An unknown node id is a clear error.
     let (status, problem) = cluster
         .call_retry(
@@ -194,4 +156,28 @@ async fn a_wiped_node_rejoins_after_allow_rejoin_and_catches_up_by_snapshot() {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+}
+
+/// Waits until `node`'s own replica holds every acknowledged grant with its token.
+async fn wait_until_node_has(cluster: &TestCluster, node: u64, acked: &BTreeMap<String, u64>) {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let mut all = true;
+        for (key, token) in acked {
+            let (status, lock) = cluster.get_local(node, key).await;
+            if status != StatusCode::OK || lock["token"] != json!(token) {
+                all = false;
+                break;
+            }
+        }
+        if all {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {node} did not catch up; log:\n{}",
+            cluster.log(node)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

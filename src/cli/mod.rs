@@ -34,6 +34,11 @@ pub enum Commands {
     Locks(locks::LockCommand),
     /// Follow a key's events (acquired, released, expired, queued, …) as they happen.
     Watch(watch::WatchArgs),
+    /// Print a shell completion script: `baton completions bash > /etc/bash_completion.d/baton`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Chaos-suite tools (used by scripts/chaos).
     #[command(hide = true)]
     Chaos(chaos::ChaosArgs),
@@ -48,6 +53,11 @@ pub fn run() -> ExitCode {
         Commands::Lock(args) => lock::run(args),
         Commands::Locks(cmd) => locks::run(cmd),
         Commands::Watch(args) => watch::run(args),
+        Commands::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "baton", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
         Commands::Chaos(args) => chaos::run(args),
     }
 }

@@ -7,7 +7,6 @@
 //! stores events that far back says so (`reset`), and the watch goes on from there.
 //! Runs until interrupted.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -24,23 +23,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub struct WatchArgs {
     /// The lock key to follow.
     pub key: String,
-    /// Comma-separated API addresses (host:port) [default: every node's `api` in --config].
-    #[arg(
-        long,
-        env = "BATON_ENDPOINTS",
-        value_delimiter = ',',
-        value_name = "HOST:PORT,..."
-    )]
-    pub endpoints: Vec<String>,
-    /// Cluster description to take the endpoints from when --endpoints is not given.
-    #[arg(long, env = "BATON_CONFIG", default_value = "cluster.toml")]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub client: super::ClientArgs,
     /// Replay the stored events after this log index first (0: all that are stored).
     #[arg(long, value_name = "INDEX")]
     pub after: Option<u64>,
-    /// Print each event's JSON instead of a line of text.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// Runs `baton watch`; returns the process exit code.
@@ -56,7 +43,7 @@ pub fn run(args: WatchArgs) -> ExitCode {
 
 fn watch(args: WatchArgs) -> anyhow::Result<()> {
     crate::locks::Key::parse(args.key.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let endpoints = super::resolve_endpoints(&args.endpoints, &args.config)?;
+    let endpoints = super::resolve_endpoints(&args.client.endpoints, &args.client.config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -72,7 +59,7 @@ async fn follow(args: &WatchArgs, endpoints: &[String]) -> anyhow::Result<()> {
     let mut last_id = args.after;
     let mut backoff = FIRST_BACKOFF;
     for endpoint in endpoints.iter().cycle() {
-        match stream_from(&http, endpoint, &args.key, &mut last_id, args.json).await {
+        match stream_from(&http, endpoint, &args.key, &mut last_id, args.client.json).await {
             Ok(StreamEnd::Refused(reason)) => anyhow::bail!("{endpoint}: {reason}"),
             Ok(StreamEnd::Closed) => {
                 backoff = FIRST_BACKOFF;
@@ -128,32 +115,21 @@ async fn stream_from(
 
 /// Prints one SSE block and remembers its id.
 fn handle_block(block: &str, last_id: &mut Option<u64>, json: bool) {
-    let (mut event, mut data, mut id) = ("message", String::new(), None);
-    for line in block.lines() {
-        if let Some(v) = line.strip_prefix("event:") {
-            event = v.trim();
-        } else if let Some(v) = line.strip_prefix("data:") {
-            data.push_str(v.trim_start());
-        } else if let Some(v) = line.strip_prefix("id:") {
-            id = v.trim().parse::<u64>().ok();
-        }
-    }
-    if data.is_empty() {
+    let Some(ev) = crate::client::events::parse_block(block) else {
         return; // a keep-alive comment
-    }
-    let value: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
-    if event == "reset" {
+    };
+    if ev.event == "reset" {
         eprintln!(
             "# events before index {} are no longer stored on this node; some were missed",
-            value["first_index"]
+            ev.data["first_index"]
         );
     } else if json {
-        println!("{data}");
+        println!("{}", ev.data);
     } else {
-        println!("{}", text_line(event, &value));
+        println!("{}", text_line(&ev.event, &ev.data));
     }
-    if id.is_some() {
-        *last_id = id;
+    if ev.id.is_some() {
+        *last_id = ev.id;
     }
 }
 

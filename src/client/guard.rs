@@ -1,8 +1,10 @@
 //! [`LockGuard`]: a held lock that renews itself and says when it is lost.
 //!
-//! A background task renews the lease about every third of its TTL. The lock counts as
-//! lost — and [`LockGuard::lost`] resolves — when a renewal is refused (`LOCK_LOST`: the
-//! lease ran out or an admin freed it) or when no renewal succeeded before the
+//! A background task renews the lease about every third of its TTL, and another follows
+//! the key's event stream. The lock counts as lost — and [`LockGuard::lost`] resolves —
+//! at once when the stream reports it released, force-released or expired under this
+//! token (an admin's `DELETE`), when a renewal is refused (`LOCK_LOST`), or when no
+//! renewal succeeded before the
 //! client-side safe deadline ([`super::safe_deadline`]: send time of the last granted
 //! acquire/renew + TTL − margin, on this process's monotonic clock). After that the
 //! holder must stop acting on the lock; its fencing token is what protects the resource
@@ -49,6 +51,7 @@ pub struct LockGuard {
     lost: watch::Receiver<Option<LostReason>>,
     safe_until: watch::Receiver<Instant>,
     keeper: JoinHandle<()>,
+    watcher: JoinHandle<()>,
     released: bool,
 }
 
@@ -59,6 +62,12 @@ impl LockGuard {
         let (safe_tx, safe_until) = watch::channel(granted.safe_until());
         let key = granted.lease.key.clone();
         let token = granted.lease.token;
+        let lost_tx = std::sync::Arc::new(lost_tx);
+        let watcher = tokio::spawn(watch_for_loss(
+            client.clone(),
+            granted.clone(),
+            lost_tx.clone(),
+        ));
         let keeper = tokio::spawn(keep_alive(client.clone(), granted, lost_tx, safe_tx));
         LockGuard {
             client,
@@ -68,6 +77,7 @@ impl LockGuard {
             lost,
             safe_until,
             keeper,
+            watcher,
             released: false,
         }
     }
@@ -113,6 +123,7 @@ impl LockGuard {
     pub async fn release(mut self) -> Result<Released, ClientError> {
         self.released = true;
         self.keeper.abort();
+        self.watcher.abort();
         self.client.release(&self.key, self.token).await
     }
 }
@@ -123,6 +134,7 @@ impl Drop for LockGuard {
             return;
         }
         self.keeper.abort();
+        self.watcher.abort();
         let (client, key, token) = (self.client.clone(), self.key.clone(), self.token);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
@@ -139,10 +151,41 @@ pub fn renew_interval(ttl: Duration) -> Duration {
     ttl / 3
 }
 
+/// Follows the key's events from the grant on; reports the lock lost as soon as an
+/// event ends this token's hold.
+async fn watch_for_loss(
+    client: Arc<Client>,
+    granted: Granted,
+    lost: Arc<watch::Sender<Option<LostReason>>>,
+) {
+    let token = granted.lease.token;
+    let key = granted.lease.key.clone();
+    client
+        .follow_events(&key, Some(token), |ev| {
+            let ended = matches!(ev.event.as_str(), "released" | "force_released" | "expired")
+                && ev.data["token"].as_u64() == Some(token);
+            if ended {
+                let reason = LostReason::Refused(format!(
+                    "{} {} (token {token})",
+                    key,
+                    ev.event.replace('_', " ")
+                ));
+                lost.send_if_modified(|r| {
+                    r.is_none() && {
+                        *r = Some(reason.clone());
+                        true
+                    }
+                });
+            }
+            !ended
+        })
+        .await;
+}
+
 async fn keep_alive(
     client: Arc<Client>,
     mut granted: Granted,
-    lost: watch::Sender<Option<LostReason>>,
+    lost: Arc<watch::Sender<Option<LostReason>>>,
     safe_until: watch::Sender<Instant>,
 ) {
     let key = granted.lease.key.clone();
@@ -157,21 +200,31 @@ async fn keep_alive(
         let renewal = tokio::select! {
             r = client.renew(&key, token, None) => r,
             _ = tokio::time::sleep_until(deadline) => {
-                let _ = lost.send(Some(LostReason::DeadlinePassed));
+                lost.send_if_modified(|r| r.is_none() && { *r = Some(LostReason::DeadlinePassed); true });
                 return;
             }
         };
         match renewal {
             Ok(g) => granted = g,
             Err(ClientError::Lost(detail)) => {
-                let _ = lost.send(Some(LostReason::Refused(detail)));
+                lost.send_if_modified(|r| {
+                    r.is_none() && {
+                        *r = Some(LostReason::Refused(detail));
+                        true
+                    }
+                });
                 return;
             }
             Err(e) => {
                 // Retries ran out without a final answer; keep trying until the deadline.
                 tracing::debug!(key, token, error = %e, "renewal failed; retrying");
                 if Instant::now() >= deadline {
-                    let _ = lost.send(Some(LostReason::DeadlinePassed));
+                    lost.send_if_modified(|r| {
+                        r.is_none() && {
+                            *r = Some(LostReason::DeadlinePassed);
+                            true
+                        }
+                    });
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(100).min(deadline - Instant::now())).await;

@@ -10,7 +10,9 @@
 //! is the client-side deadline after which the holder must assume the lock is lost
 //! (see [`retry::safe_deadline`]).
 
+pub mod events;
 pub mod guard;
+pub mod memory;
 pub mod retry;
 
 use std::future::Future;
@@ -25,6 +27,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 pub use guard::{LockGuard, LostReason};
+pub use memory::{LockService, MemoryLocks};
 pub use retry::{safe_deadline, safety_margin, Backoff};
 
 /// Longest a call keeps retrying before it gives up with [`ClientError::Unavailable`].
