@@ -130,13 +130,16 @@ impl LockTable {
             Command::RefreshLeases { live_at_ms, .. } => {
                 self.refresh((*live_at_ms).min(now), &mut step)
             }
-            _ => {
-                let key = cmd.key().expect("every other command names a key");
-                let mut state = self.take(key);
-                let reply = self.apply_to_key(&mut state, cmd, &mut step);
-                self.put_back(state, now);
-                reply
-            }
+            _ => match cmd.key() {
+                Some(key) => {
+                    let mut state = self.take(key);
+                    let reply = self.apply_to_key(&mut state, cmd, &mut step);
+                    self.put_back(state, now);
+                    reply
+                }
+                // Every command but the two above names a key.
+                None => Reply::Nothing,
+            },
         };
         Applied {
             reply,
@@ -219,9 +222,8 @@ impl LockTable {
                     .flatten();
                 Reply::HandedOff { granted }
             }
-            Command::Sweep { .. } | Command::RefreshLeases { .. } => {
-                unreachable!("table-wide commands are applied by apply()")
-            }
+            // Table-wide commands are applied by `apply` itself.
+            Command::Sweep { .. } | Command::RefreshLeases { .. } => Reply::Nothing,
         }
     }
 

@@ -15,7 +15,7 @@
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Weak};
 
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -42,7 +42,10 @@ impl LogStore {
     /// last clone of the store is dropped.
     pub fn open(db: Arc<DB>) -> Result<LogStore, StoreError> {
         let (tx, rx) = mpsc::channel();
-        let syncer_db = db.clone();
+        // A weak handle: the syncer must never be what keeps the database open, or its
+        // last drop could race the process exit (RocksDB aborts with
+        // `pthread lock: Invalid argument` when a database closes during exit).
+        let syncer_db = Arc::downgrade(&db);
         std::thread::Builder::new()
             .name("baton-log-sync".into())
             .spawn(move || run_syncer(&syncer_db, rx))?;
@@ -74,11 +77,14 @@ impl LogStore {
 
 /// Group commit: waits for a queued callback, takes every other one already queued, makes
 /// one WAL sync, and completes them all with its result.
-fn run_syncer(db: &DB, rx: mpsc::Receiver<IOFlushed<TypeConfig>>) {
+fn run_syncer(db: &Weak<DB>, rx: mpsc::Receiver<IOFlushed<TypeConfig>>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
-        let result = sync_wal(db);
+        let result = match db.upgrade() {
+            Some(db) => sync_wal(&db),
+            None => Err(StoreError::Io(io::Error::other("the database is closed"))),
+        };
         if let Err(e) = &result {
             tracing::error!(error = %e, "log sync failed; raft will stop");
         }
