@@ -213,7 +213,8 @@ fn needs_leader(req: &Request) -> bool {
 /// event stream (no timeout). `None`: the forwarder's default.
 fn relay_timeout(app: &App, parts: &axum::http::request::Parts, body: &[u8]) -> Option<Duration> {
     let path = parts.uri.path();
-    if !path.ends_with("/acquire") {
+    // Followers relay every write: parse the body only when it can hold a wait.
+    if !path.ends_with("/acquire") || !body.windows(7).any(|w| w == b"wait_ms") {
         return None;
     }
     let wait_ms = serde_json::from_slice::<serde_json::Value>(body)

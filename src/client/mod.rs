@@ -436,7 +436,8 @@ fn ttl_ms(d: Duration) -> u64 {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ClientError> {
-    serde_json::from_value(value.clone()).map_err(|e| ClientError::Rejected {
+    // Deserialise from a borrow: the value is kept only for the error message.
+    T::deserialize(&value).map_err(|e| ClientError::Rejected {
         code: "UNEXPECTED_ANSWER".into(),
         status: 200,
         detail: format!("{e}: {value}"),

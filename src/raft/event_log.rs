@@ -37,7 +37,6 @@ struct Inner {
     /// Events before this index are gone (pruned, or before an installed snapshot).
     first_index: AtomicU64,
     retain_entries: u64,
-    last_prune: AtomicU64,
 }
 
 impl EventLog {
@@ -56,7 +55,6 @@ impl EventLog {
                 live,
                 first_index: AtomicU64::new(first_index),
                 retain_entries: retain_entries.max(1),
-                last_prune: AtomicU64::new(first_index),
             }),
         })
     }
@@ -99,7 +97,6 @@ impl EventLog {
     pub fn written(&self, events: Vec<Event>, first_index: Option<u64>) {
         if let Some(i) = first_index {
             self.inner.first_index.fetch_max(i, Ordering::Relaxed);
-            self.inner.last_prune.fetch_max(i, Ordering::Relaxed);
         }
         if !events.is_empty() {
             // No subscribers is fine.
@@ -111,8 +108,7 @@ impl EventLog {
     /// so often, keeping about `retain_entries` indexes); `None`: not yet.
     pub fn prune_mark(&self, last_index: u64) -> Option<u64> {
         let keep_from = last_index.saturating_sub(self.inner.retain_entries);
-        (keep_from >= self.inner.last_prune.load(Ordering::Relaxed) + PRUNE_EVERY)
-            .then_some(keep_from)
+        (keep_from >= self.first_index() + PRUNE_EVERY).then_some(keep_from)
     }
 
     /// Live events from now on, in batches in log order.
