@@ -256,12 +256,12 @@ async fn baton_watch_prints_one_line_per_event() {
     }
     let _ = watch.kill();
     let _ = watch.wait();
+    // The watch may connect between an acquire and its release, so the first line can
+    // be a release; the loop above already required an acquired/released pair.
     assert!(
-        lines[0].contains("acquired") && lines[0].contains("owner=cli"),
-        "{lines:?}"
-    );
-    assert!(
-        lines[1].contains("released") && lines[1].contains("owner=cli"),
+        lines
+            .iter()
+            .all(|l| l.contains("cli-watched") && l.contains("owner=cli")),
         "{lines:?}"
     );
 }
