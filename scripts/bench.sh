@@ -13,7 +13,8 @@
 # Environment: BENCH_DURATION (10s), BENCH_WARMUP (2s), BENCH_MODES ("uncontended cycle
 # contended read"), BENCH_CONNS ("1 16 64 256"), BENCH_TARGET (leader), BENCH_OUT
 # (target/bench), BENCH_RUN_TIMEOUT seconds per run (300), BATON_READY_TIMEOUT seconds
-# (60), CARGO_TARGET_DIR (cargo's default). Needs curl and python3.
+# (60), CARGO_TARGET_DIR (cargo's default), BENCH_BIN (a prebuilt `baton` to run instead of
+# building this checkout: for A/B comparisons of two builds). Needs curl and python3.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -29,14 +30,16 @@ NODES=3
 # Where cargo puts the binary (honours CARGO_TARGET_DIR and .cargo/config.toml).
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 TARGET_DIR=${TARGET_DIR:-${CARGO_TARGET_DIR:-target}}
-BIN="$TARGET_DIR/release/baton"
+BIN=${BENCH_BIN:-"$TARGET_DIR/release/baton"}
 
 for tool in curl python3; do
   command -v "$tool" >/dev/null || { echo "bench.sh needs $tool" >&2; exit 2; }
 done
 
-echo "building $BIN ..."
-cargo build --release --quiet --bin baton
+if [[ -z "${BENCH_BIN:-}" ]]; then
+  echo "building $BIN ..."
+  cargo build --release --quiet --bin baton
+fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/baton-bench.XXXXXX")
 PIDS=()
