@@ -27,10 +27,8 @@ OUT=${BENCH_OUT:-target/bench}
 RUN_TIMEOUT=${BENCH_RUN_TIMEOUT:-300}
 READY_TIMEOUT=${BATON_READY_TIMEOUT:-60}
 NODES=3
-# Where cargo puts the binary (honours CARGO_TARGET_DIR and .cargo/config.toml).
-TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-TARGET_DIR=${TARGET_DIR:-${CARGO_TARGET_DIR:-target}}
-BIN=${BENCH_BIN:-"$TARGET_DIR/release/baton"}
+. scripts/lib/local_cluster.sh
+BIN=${BENCH_BIN:-$(baton_bin)}
 
 for tool in curl python3; do
   command -v "$tool" >/dev/null || { echo "bench.sh needs $tool" >&2; exit 2; }
@@ -42,20 +40,9 @@ if [[ -z "${BENCH_BIN:-}" ]]; then
 fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/baton-bench.XXXXXX")
-PIDS=()
-
-pid_alive() { [[ -n "${1:-}" ]] && kill -0 "$1" 2>/dev/null; }
 
 cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do
-    pid_alive "$pid" && kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 1 100); do pid_alive "$pid" || break; sleep 0.1; done
-    pid_alive "$pid" && kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
+  stop_all_nodes
   if [[ -d "$WORK" ]]; then
     mkdir -p "$OUT/logs"
     cp "$WORK"/n*.log "$OUT/logs/" 2>/dev/null || true
@@ -65,50 +52,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Free loopback ports: bind port 0, note the port, close (the usual small race is fine
-# for a local benchmark; a clash shows as a node that fails to start).
-read -r -a PORTS <<<"$(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(2 * '"$NODES"')]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-')"
-
-CONFIG="$WORK/cluster.toml"
-for id in $(seq 1 "$NODES"); do
-  cat >>"$CONFIG" <<TOML
-[[nodes]]
-id = $id
-api = "127.0.0.1:${PORTS[$((id - 1))]}"
-raft = "127.0.0.1:${PORTS[$((id - 1 + NODES))]}"
-data_dir = "$WORK/n$id"
-
-TOML
-done
-# Everything else takes the defaults of the repository's cluster.toml.
-printf '[raft]\nsecret = "baton-bench-%s"\n' "$RANDOM$RANDOM" >>"$CONFIG"
-
-for id in $(seq 1 "$NODES"); do
-  RUST_LOG=${RUST_LOG:-baton=info,openraft=error} \
-    "$BIN" server --config "$CONFIG" --node "$id" >"$WORK/n$id.log" 2>&1 &
-  PIDS+=($!)
-done
-
-deadline=$((SECONDS + READY_TIMEOUT))
-for id in $(seq 1 "$NODES"); do
-  api="127.0.0.1:${PORTS[$((id - 1))]}"
-  until curl -fsS "http://$api/readyz" >/dev/null 2>&1; do
-    if ! pid_alive "${PIDS[$((id - 1))]}"; then
-      echo "n$id exited; last log lines:" >&2; tail -n 20 "$WORK/n$id.log" >&2; exit 1
-    fi
-    if ((SECONDS >= deadline)); then
-      echo "n$id not ready after ${READY_TIMEOUT}s" >&2; tail -n 20 "$WORK/n$id.log" >&2; exit 1
-    fi
-    sleep 0.2
-  done
-done
-echo "cluster ready (pids ${PIDS[*]}, config $CONFIG)"
+local_cluster_init "$WORK" "$NODES" "$BIN"
+for id in $(seq 1 "$NODES"); do start_node "$id"; done
+wait_ready "$READY_TIMEOUT" || exit 1
+echo "cluster ready (pids ${PID[*]}, config $CONFIG)"
 
 rm -rf "$OUT/raw" "$OUT/logs"
 rm -f "$OUT/results.json" "$OUT/results.md" "$OUT"/*.svg

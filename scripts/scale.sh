@@ -45,10 +45,8 @@ CATCHUP_TIMEOUT=${SCALE_CATCHUP_TIMEOUT:-900}
 WIPED_TIMEOUT=${SCALE_WIPED_TIMEOUT:-900}
 READY_TIMEOUT=${BATON_READY_TIMEOUT:-60}
 NODES=3
-# Where cargo puts the binary (honours CARGO_TARGET_DIR and .cargo/config.toml).
-TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-TARGET_DIR=${TARGET_DIR:-${CARGO_TARGET_DIR:-target}}
-BIN="$TARGET_DIR/release/baton"
+. scripts/lib/local_cluster.sh
+BIN=$(baton_bin)
 
 for tool in curl python3; do
   command -v "$tool" >/dev/null || { echo "scale.sh needs $tool" >&2; exit 2; }
@@ -61,37 +59,11 @@ log "building $BIN ..."
 cargo build --release --quiet --bin baton
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/baton-scale.XXXXXX")
-# A private copy: the target dir may be shared (CI, other scripts) and its release/baton
-# replaced by another build while this runs.
-cp "$BIN" "$WORK/baton"
-BIN="$WORK/baton"
-declare -A PID=()   # node id -> pid of its current process
 FIGURES="$WORK/figures.txt"   # "dotted.key value" lines, turned into results.json at the end
 : >"$FIGURES"
 
-pid_alive() { [[ -n "${1:-}" ]] && kill -0 "$1" 2>/dev/null; }
-
-# Stops node $1 with signal $2 (TERM or KILL) and reaps it; escalates to KILL after 30 s.
-stop_node() {
-  local id=$1 sig=$2 pid=${PID[$1]:-}
-  [[ -n "$pid" ]] || return 0
-  pid_alive "$pid" && kill "-$sig" "$pid" 2>/dev/null || true
-  local i
-  for i in $(seq 1 1500); do pid_alive "$pid" || break; sleep 0.02; done
-  if pid_alive "$pid"; then
-    log "n$id still running 30s after SIG$sig; killing it"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-  PID[$id]=""
-}
-
 cleanup() {
-  local id
-  for id in "${!PID[@]}"; do
-    [[ -n "${PID[$id]}" ]] && pid_alive "${PID[$id]}" && kill -TERM "${PID[$id]}" 2>/dev/null || true
-  done
-  for id in "${!PID[@]}"; do stop_node "$id" TERM; done
+  stop_all_nodes
   if [[ -d "$WORK" ]]; then
     mkdir -p "$OUT/logs"
     cp "$WORK"/n*.log "$OUT/logs/" 2>/dev/null || true
@@ -101,39 +73,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Free loopback ports: bind port 0, note the port, close (the usual small race is fine
-# for a local measurement; a clash shows as a node that fails to start).
-read -r -a PORTS <<<"$(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(2 * '"$NODES"')]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-')"
-api_of() { echo "127.0.0.1:${PORTS[$(($1 - 1))]}"; }
-
-CONFIG="$WORK/cluster.toml"
-for id in $(seq 1 "$NODES"); do
-  cat >>"$CONFIG" <<TOML
-[[nodes]]
-id = $id
-api = "$(api_of "$id")"
-raft = "127.0.0.1:${PORTS[$((id - 1 + NODES))]}"
-data_dir = "$WORK/n$id"
-
-TOML
-done
-# Everything else takes the defaults of the repository's cluster.toml.
-printf '[raft]\nsecret = "baton-scale-%s"\nsnapshot_after_entries = %s\n' \
-  "$RANDOM$RANDOM" "$SNAPSHOT_AFTER" >>"$CONFIG"
-
-# Starts node $1, appending to its log (restarts keep the earlier lines).
-start_node() {
-  local id=$1
-  RUST_LOG=${RUST_LOG:-baton=info,openraft=error} \
-    "$BIN" server --config "$CONFIG" --node "$id" >>"$WORK/n$id.log" 2>&1 &
-  PID[$id]=$!
-}
+local_cluster_raft_settings "snapshot_after_entries = $SNAPSHOT_AFTER"
+local_cluster_init "$WORK" "$NODES" "$BIN"
 
 # Figures and small helpers.
 record() { printf '%s %s\n' "$1" "$2" >>"$FIGURES"; }
@@ -153,7 +94,6 @@ except Exception:
 print("null" if v is None else v)' "$1" "$2"; }
 # Field $2 of JSON $1 as a number; -1 when absent or null (for arithmetic under set -u).
 jnum() { local v; v=$(jget "$1" "$2"); [[ "$v" =~ ^[0-9]+$ ]] && echo "$v" || echo -1; }
-ready() { [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$(api_of "$1")/readyz" 2>/dev/null)" == 200 ]]; }
 proc_kb() { sed -n "s/^$2:[[:space:]]*\([0-9]*\) kB/\1/p" "/proc/$1/status" 2>/dev/null || echo 0; }
 du_bytes() { if [[ -e "$1" ]]; then du -sb "$1" | cut -f1; else echo 0; fi; }
 leader_id() {
@@ -181,18 +121,7 @@ record_node() {
 }
 
 for id in $(seq 1 "$NODES"); do start_node "$id"; done
-deadline=$((SECONDS + READY_TIMEOUT))
-for id in $(seq 1 "$NODES"); do
-  until ready "$id"; do
-    if ! pid_alive "${PID[$id]}"; then
-      log "n$id exited; last log lines:"; tail -n 20 "$WORK/n$id.log" >&2; exit 1
-    fi
-    if ((SECONDS >= deadline)); then
-      log "n$id not ready after ${READY_TIMEOUT}s"; tail -n 20 "$WORK/n$id.log" >&2; exit 1
-    fi
-    sleep 0.2
-  done
-done
+wait_ready "$READY_TIMEOUT" || exit 1
 LEADER=$(leader_id)
 [[ "$LEADER" != null ]] || { log "no leader"; exit 1; }
 log "cluster ready (pids ${PID[*]}, leader n$LEADER, config $CONFIG)"
@@ -543,8 +472,10 @@ for n in range(1, nodes + 1):
     md.append(f"| n{n} | {role} | {mib(d['rss_kb'])} | {mib(d['peak_rss_kb'])} | {mib(d['empty_rss_kb'])} | {mb(d['db_bytes'])} | {mb(d.get('snapshot_file_bytes'))} | {d['locks_stored']} | {sb.get('count_built', 0)} | {sb.get('last', {}).get('elapsed_ms', '?')} | {sb.get('max_build_ms', '?')} | {sb.get('total_build_ms', '?')} |")
 ls = snap.get(f"n{L['leader']}", {}).get("last", {})
 if ls:
-    per = ls["bytes"] / ls["locks"] if ls.get("locks") else float("nan")
-    md += ["", f"Leader's newest snapshot: index {ls.get('index')}, {ls.get('locks')} locks, {mb(ls.get('bytes'))} MB ({per:.0f} B/lock), built in {ls.get('elapsed_ms')} ms."]
+    # "keys" since the build stopped decoding the key states; "locks" before.
+    keys = ls.get("keys", ls.get("locks"))
+    per = ls["bytes"] / keys if keys else float("nan")
+    md += ["", f"Leader's newest snapshot: index {ls.get('index')}, {keys} keys, {mb(ls.get('bytes'))} MB ({per:.0f} B/key), built in {ls.get('elapsed_ms')} ms."]
 d = res["nodes"][f"n{L['leader']}"]
 if isinstance(d.get("locks_stored"), int) and d["locks_stored"]:
     per_lock = (d["rss_kb"] - d["empty_rss_kb"]) * 1024 / d["locks_stored"]
