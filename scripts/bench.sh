@@ -11,7 +11,8 @@
 #     target/bench/logs/          the nodes' logs of the last run
 #
 # Environment: BENCH_DURATION (10s), BENCH_WARMUP (2s), BENCH_MODES ("uncontended cycle
-# contended read"), BENCH_CONNS ("1 16 64 256"), BENCH_TARGET (leader), BENCH_OUT
+# contended read"), BENCH_CONNS ("1 16 64 256"), BENCH_TARGET (leader), BENCH_TTL (30s,
+# the lease of every acquire), BENCH_OUT
 # (target/bench), BENCH_RUN_TIMEOUT seconds per run (300), BATON_READY_TIMEOUT seconds
 # (60), CARGO_TARGET_DIR (cargo's default), BENCH_BIN (a prebuilt `baton` to run instead of
 # building this checkout: for A/B comparisons of two builds). Needs curl and python3.
@@ -23,6 +24,7 @@ WARMUP=${BENCH_WARMUP:-2s}
 MODES=${BENCH_MODES:-uncontended cycle contended read}
 CONNS=${BENCH_CONNS:-1 16 64 256}
 TARGET=${BENCH_TARGET:-leader}
+TTL=${BENCH_TTL:-30s}
 OUT=${BENCH_OUT:-target/bench}
 RUN_TIMEOUT=${BENCH_RUN_TIMEOUT:-300}
 READY_TIMEOUT=${BATON_READY_TIMEOUT:-60}
@@ -67,7 +69,7 @@ for mode in $MODES; do
     raw="$OUT/raw/$mode-$conns.json"
     echo "== $mode, $conns connections, $DURATION after $WARMUP warmup" >&2
     if timeout "$RUN_TIMEOUT" "$BIN" bench --config "$CONFIG" --mode "$mode" --conns "$conns" \
-      --duration "$DURATION" --warmup "$WARMUP" --target "$TARGET" --json >"$raw" && [[ -s "$raw" ]]; then
+      --duration "$DURATION" --warmup "$WARMUP" --target "$TARGET" --ttl "$TTL" --json >"$raw" && [[ -s "$raw" ]]; then
       python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("   %.0f ops/s  p50 %.2fms  p99 %.2fms  errors %d  client cpu %s%%" % (r["ops_per_sec"], r["latency_us"]["p50"]/1e3, r["latency_us"]["p99"]/1e3, r["errors_total"], r["client"]["cpu_percent"]))' "$raw" >&2
       runs+=("$raw")
     else
