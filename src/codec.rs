@@ -46,9 +46,43 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     Ok(value)
 }
 
+/// Appends to `out` the encoding of a sequence (a `Vec` or slice) of `count` elements
+/// whose own encodings are `elements`, joined in order. postcard writes a sequence as its
+/// length and then each element, so stored encodings can be joined without decoding
+/// them; a struct is its fields in order, so a struct ending in a sequence is its other
+/// fields' encodings followed by this.
+pub fn append_encoded_seq(
+    out: &mut Vec<u8>,
+    count: usize,
+    elements: &[u8],
+) -> Result<(), CodecError> {
+    out.extend(encode(&count)?);
+    out.extend_from_slice(elements);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn joined_element_encodings_decode_as_a_sequence() {
+        // 0, 1 and 300 elements: a length of one and of two varint bytes.
+        for n in [0usize, 1, 300] {
+            let items: Vec<(u64, String)> = (0..n).map(|i| (i as u64, format!("k{i}"))).collect();
+            let mut joined = Vec::new();
+            for item in &items {
+                joined.extend(encode(item).unwrap());
+            }
+            let mut out = encode(&7u64).unwrap();
+            append_encoded_seq(&mut out, items.len(), &joined).unwrap();
+            assert_eq!(out, encode(&(7u64, &items)).unwrap());
+            assert_eq!(
+                decode::<(u64, Vec<(u64, String)>)>(&out).unwrap(),
+                (7, items)
+            );
+        }
+    }
 
     #[test]
     fn round_trips_a_struct() {
