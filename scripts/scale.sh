@@ -29,7 +29,8 @@
 # raft.snapshot_after_entries), SCALE_CHUNK_MAX seconds per load chunk (60),
 # SCALE_LOAD_TIMEOUT seconds for the whole load (3600), SCALE_CATCHUP_TIMEOUT seconds
 # for each restart / catch-up (900), SCALE_WIPED_TIMEOUT seconds for the wiped follower
-# (900), BATON_READY_TIMEOUT seconds for the first start (60),
+# (900), BATON_READY_TIMEOUT seconds for the first start (60), SCALE_BIN (a prebuilt
+# `baton` to run instead of building this checkout),
 # CARGO_TARGET_DIR (cargo's default). Needs curl and python3.
 set -euo pipefail
 
@@ -46,7 +47,7 @@ WIPED_TIMEOUT=${SCALE_WIPED_TIMEOUT:-900}
 READY_TIMEOUT=${BATON_READY_TIMEOUT:-60}
 NODES=3
 . scripts/lib/local_cluster.sh
-BIN=$(baton_bin)
+BIN=${SCALE_BIN:-$(baton_bin)}
 
 for tool in curl python3; do
   command -v "$tool" >/dev/null || { echo "scale.sh needs $tool" >&2; exit 2; }
@@ -55,8 +56,10 @@ done
 
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
-log "building $BIN ..."
-cargo build --release --quiet --bin baton
+if [[ -z "${SCALE_BIN:-}" ]]; then
+  log "building $BIN ..."
+  cargo build --release --quiet --bin baton
+fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/baton-scale.XXXXXX")
 FIGURES="$WORK/figures.txt"   # "dotted.key value" lines, turned into results.json at the end

@@ -3,10 +3,16 @@
 //! A `Key` or `Owner` exists only if it is valid, so the rest of the crate never checks
 //! again. Deserialisation validates too (`serde(try_from)`), so a corrupt snapshot or a
 //! peer's bad message cannot smuggle an invalid key into the table.
+//!
+//! Both hold their text in an `Arc<str>`: a key is kept four times per lock (the table's
+//! map, the key state, the grant and the expiry index) and copied into every event,
+//! reply and change set, so a clone shares the text instead of allocating a copy. They
+//! serialise as plain strings.
 
 use std::fmt;
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
 /// Longest key, in bytes.
 pub const MAX_KEY_LEN: usize = 255;
@@ -25,14 +31,14 @@ pub enum InvalidInput {
 }
 
 /// A lock name: 1 to 255 bytes of `[A-Za-z0-9._:-]`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Key(String);
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Key(Arc<str>);
 
 /// The identity that holds a lock: 1 to 255 bytes of printable ASCII (0x20..=0x7e).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Owner(String);
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Owner(Arc<str>);
 
 /// A fencing token: the Raft log index of the entry that granted the lock.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -74,7 +80,7 @@ impl Key {
     pub fn parse(s: impl Into<String>) -> Result<Key, InvalidInput> {
         let s = s.into();
         check(&s, "key", MAX_KEY_LEN, is_key_byte, "[A-Za-z0-9._:-]").map_err(InvalidInput::Key)?;
-        Ok(Key(s))
+        Ok(Key(s.into()))
     }
 
     /// The key as text.
@@ -89,7 +95,7 @@ impl Owner {
         let s = s.into();
         check(&s, "owner", MAX_OWNER_LEN, is_owner_byte, "printable ASCII")
             .map_err(InvalidInput::Owner)?;
-        Ok(Owner(s))
+        Ok(Owner(s.into()))
     }
 
     /// The owner as text.
@@ -107,7 +113,13 @@ impl TryFrom<String> for Key {
 
 impl From<Key> for String {
     fn from(k: Key) -> String {
-        k.0
+        k.0.to_string()
+    }
+}
+
+impl Serialize for Key {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
     }
 }
 
@@ -120,7 +132,13 @@ impl TryFrom<String> for Owner {
 
 impl From<Owner> for String {
     fn from(o: Owner) -> String {
-        o.0
+        o.0.to_string()
+    }
+}
+
+impl Serialize for Owner {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
     }
 }
 
@@ -154,6 +172,20 @@ impl fmt::Display for Token {
 mod tests {
     use super::*;
     use test_case::test_case;
+
+    #[test]
+    fn keys_and_owners_encode_as_their_strings_and_clones_share_the_text() {
+        let key = Key::parse("deploy").unwrap();
+        let owner = Owner::parse("ci 42").unwrap();
+        assert_eq!(serde_json::to_string(&key).unwrap(), "\"deploy\"");
+        assert_eq!(serde_json::to_string(&owner).unwrap(), "\"ci 42\"");
+        let encoded = crate::codec::encode(&(&key, &owner)).unwrap();
+        assert_eq!(encoded, crate::codec::encode(&("deploy", "ci 42")).unwrap());
+        let decoded: (Key, Owner) = crate::codec::decode(&encoded).unwrap();
+        assert_eq!(decoded, (key.clone(), owner));
+        assert!(Arc::ptr_eq(&key.0, &key.clone().0));
+        assert!(serde_json::from_str::<Key>("\"bad key\"").is_err());
+    }
 
     #[test_case("deploy" ; "word")]
     #[test_case("order:12345" ; "colon and digits")]
