@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Benchmark a fresh local three-node Baton cluster: every mode x connection count.
+# Benchmark local three-node Baton clusters: every mode x connection count.
 #
 # usage: scripts/bench.sh
-#   Builds the release binary, starts three `baton server` nodes on free loopback ports
-#   (own config and data dirs in a temp dir, stopped by PID on exit), runs
-#   `baton bench --json` for each mode and connection count, and writes
+#   Builds the release binary and, for each mode and connection count, starts a fresh
+#   cluster of three `baton server` nodes on free loopback ports (own config and empty
+#   data dirs in a temp dir, stopped by PID after the run), so that no run measures what
+#   an earlier one left behind (expiring locks, a longer log, snapshots); runs
+#   `baton bench --json` against it, and writes
 #     target/bench/results.json   {"meta": {...}, "runs": [one `baton bench --json` object per run]}
 #     target/bench/results.md     table: mode, conns, ops/s, p50, p99, p99.9, max, errors, client CPU %
 #     target/bench/<mode>.svg     p50/p99 latency and throughput vs connections
-#     target/bench/logs/          the nodes' logs of the last run
+#     target/bench/logs/<mode>-<conns>/  the nodes' logs of each run
 #
 # Environment: BENCH_DURATION (10s), BENCH_WARMUP (2s), BENCH_MODES ("uncontended cycle
 # contended read"), BENCH_CONNS ("1 16 64 256"), BENCH_TARGET (leader), BENCH_TTL (30s,
@@ -43,31 +45,45 @@ fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/baton-bench.XXXXXX")
 
-cleanup() {
+RUN_NAME=""   # mode-conns of the run whose cluster is up
+
+# Stops the cluster of the current run and keeps its logs under $OUT/logs/<run>/.
+end_run() {
   stop_all_nodes
-  if [[ -d "$WORK" ]]; then
-    mkdir -p "$OUT/logs"
-    cp "$WORK"/n*.log "$OUT/logs/" 2>/dev/null || true
-    rm -rf "$WORK"
+  if [[ -n "$RUN_NAME" ]]; then
+    mkdir -p "$OUT/logs/$RUN_NAME"
+    cp "$WORK"/n*.log "$OUT/logs/$RUN_NAME/" 2>/dev/null || true
+    RUN_NAME=""
   fi
+}
+
+cleanup() {
+  end_run
+  rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 local_cluster_init "$WORK" "$NODES" "$BIN"
-for id in $(seq 1 "$NODES"); do start_node "$id"; done
-wait_ready "$READY_TIMEOUT" || exit 1
-echo "cluster ready (pids ${PID[*]}, config $CONFIG)"
-
 rm -rf "$OUT/raw" "$OUT/logs"
 rm -f "$OUT/results.json" "$OUT/results.md" "$OUT"/*.svg
 mkdir -p "$OUT/raw"
+
+# A fresh cluster (empty data dirs, new logs) for run $1.
+start_run() {
+  rm -rf "$WORK"/n[0-9]*
+  RUN_NAME=$1
+  local id
+  for id in $(seq 1 "$NODES"); do start_node "$id"; done
+  wait_ready "$READY_TIMEOUT" || exit 1
+}
 runs=()
 failed=()
 for mode in $MODES; do
   for conns in $CONNS; do
     raw="$OUT/raw/$mode-$conns.json"
-    echo "== $mode, $conns connections, $DURATION after $WARMUP warmup" >&2
+    start_run "$mode-$conns"
+    echo "== $mode, $conns connections, $DURATION after $WARMUP warmup (fresh cluster, pids ${PID[*]})" >&2
     if timeout "$RUN_TIMEOUT" "$BIN" bench --config "$CONFIG" --mode "$mode" --conns "$conns" \
       --duration "$DURATION" --warmup "$WARMUP" --target "$TARGET" --ttl "$TTL" --json >"$raw" && [[ -s "$raw" ]]; then
       python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("   %.0f ops/s  p50 %.2fms  p99 %.2fms  errors %d  client cpu %s%%" % (r["ops_per_sec"], r["latency_us"]["p50"]/1e3, r["latency_us"]["p99"]/1e3, r["errors_total"], r["client"]["cpu_percent"]))' "$raw" >&2
@@ -80,6 +96,7 @@ for mode in $MODES; do
       fi
       failed+=("$mode-$conns")
     fi
+    end_run
   done
 done
 

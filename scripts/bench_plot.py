@@ -56,7 +56,7 @@ def markdown(meta, runs):
         f"- date: {meta.get('date', '?')}, commit: {meta.get('commit', '?')}",
         f"- machine: {meta.get('cores', '?')} cores; client and three nodes on one host (loopback)",
         f"- each run: {meta.get('duration', '?')} measured after {meta.get('warmup', '?')} warmup, "
-        f"target {meta.get('target', '?')}",
+        f"target {meta.get('target', '?')}, on a fresh cluster",
         "- latency in ms; ops/s counts successes and expected refusals (LOCK_HELD in contended);"
         " client CPU is the bench process's user+sys time as % of one core",
         "",
