@@ -94,8 +94,10 @@ fn build(db: &DB, dir: &Path) -> Result<(Snapshot, usize), StoreError> {
 /// The encoding of `TableSnapshot { now_ms, keys }` made from the stored encodings of
 /// the key states, without decoding them ([`codec::append_encoded_seq`]). Decoding and
 /// re-encoding a million key states took most of a snapshot's build time; the result is
-/// checked against `codec::encode` in the tests. Returns the data and the number of
-/// keys.
+/// checked against `codec::encode` in the tests. A corrupt stored state is not caught
+/// here but where it is decoded: by a node installing the snapshot, which refuses it,
+/// and at start-up, which decodes every stored state. Returns the data and the number
+/// of keys.
 fn encode_table<V: AsRef<[u8]>>(
     now_ms: u64,
     stored_states: impl Iterator<Item = Result<V, rocksdb::Error>>,
