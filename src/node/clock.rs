@@ -6,6 +6,15 @@
 //! wall-clock step on the leader after promotion changes nothing: only the monotonic
 //! clock moves it (DESIGN.md, "Time and leases").
 //!
+//! Cluster time is also never behind the highest `now_ms` applied: a leader restored
+//! after a restart (openraft keeps a committed vote's leadership) commits the tail of its
+//! own log, whose entries may carry times later than anything applied when it anchored
+//! (stamped while it was cut off from a quorum). The table's time then runs ahead of the
+//! clock, and a clock left behind would hold the table's time still until it caught up,
+//! lengthening every lease by the difference (seen in chaos seed 2030: an 800 ms lease
+//! held for 3.2 s with the cluster available). So reading the clock moves its anchor up
+//! to the applied time when that is later.
+//!
 //! The clock is tied to one leadership (the committed leader id it was anchored for). A
 //! node that is not that leader has no cluster time and must not stamp commands. The
 //! clock becomes *ready* only after the new leader's lease refresh is committed, so no
@@ -79,23 +88,40 @@ impl ClusterClock {
         }
     }
 
-    /// Cluster time for `leader` at `now`, whether or not the clock is ready; `None` when
-    /// the clock belongs to another (or no) leadership.
-    pub fn now_ms_for(&self, leader: &CommittedLeaderId, now: Instant) -> Option<u64> {
-        let guard = self.lock();
-        let a = guard.as_ref().filter(|a| &a.leader == leader)?;
+    /// Cluster time for `leader` at `now`, whether or not the clock is ready, and never
+    /// behind `applied_ms` (the table's time; see the module docs); `None` when the clock
+    /// belongs to another (or no) leadership.
+    pub fn now_ms_for(
+        &self,
+        leader: &CommittedLeaderId,
+        applied_ms: u64,
+        now: Instant,
+    ) -> Option<u64> {
+        let mut guard = self.lock();
+        let a = guard.as_mut().filter(|a| &a.leader == leader)?;
         let elapsed = now.saturating_duration_since(a.at);
-        Some(a.base_ms.saturating_add(duration_ms(elapsed)))
+        let ms = a.base_ms.saturating_add(duration_ms(elapsed));
+        if ms >= applied_ms {
+            return Some(ms);
+        }
+        a.base_ms = applied_ms;
+        a.at = now;
+        Some(applied_ms)
     }
 
     /// Cluster time for client writes: like [`Self::now_ms_for`], but only once ready.
-    pub fn ready_now_ms(&self, leader: &CommittedLeaderId, now: Instant) -> Option<u64> {
+    pub fn ready_now_ms(
+        &self,
+        leader: &CommittedLeaderId,
+        applied_ms: u64,
+        now: Instant,
+    ) -> Option<u64> {
         let ready = self
             .lock()
             .as_ref()
             .is_some_and(|a| &a.leader == leader && a.ready);
         if ready {
-            self.now_ms_for(leader, now)
+            self.now_ms_for(leader, applied_ms, now)
         } else {
             None
         }
@@ -130,11 +156,11 @@ mod tests {
         let l = leader(3, 2);
         clock.anchor(l, 10_000, 0, t0);
         assert_eq!(
-            clock.now_ms_for(&l, t0 + Duration::from_millis(250)),
+            clock.now_ms_for(&l, 0, t0 + Duration::from_millis(250)),
             Some(10_250)
         );
         // An instant before the anchor (cannot happen, but must not go backwards).
-        assert_eq!(clock.now_ms_for(&l, t0), Some(10_000));
+        assert_eq!(clock.now_ms_for(&l, 0, t0), Some(10_000));
     }
 
     #[test]
@@ -143,11 +169,11 @@ mod tests {
         let t0 = Instant::now();
         let l = leader(3, 2);
         clock.anchor(l, 10_000, 0, t0);
-        assert_eq!(clock.now_ms_for(&leader(4, 2), t0), None);
+        assert_eq!(clock.now_ms_for(&leader(4, 2), 0, t0), None);
         clock.clear(&leader(4, 2));
-        assert!(clock.now_ms_for(&l, t0).is_some());
+        assert!(clock.now_ms_for(&l, 0, t0).is_some());
         clock.clear(&l);
-        assert_eq!(clock.now_ms_for(&l, t0), None);
+        assert_eq!(clock.now_ms_for(&l, 0, t0), None);
     }
 
     #[test]
@@ -156,8 +182,25 @@ mod tests {
         let t0 = Instant::now();
         let l = leader(5, 1);
         clock.anchor(l, 100, 0, t0);
-        assert_eq!(clock.ready_now_ms(&l, t0), None);
+        assert_eq!(clock.ready_now_ms(&l, 0, t0), None);
         clock.set_ready(&l);
-        assert_eq!(clock.ready_now_ms(&l, t0), Some(100));
+        assert_eq!(clock.ready_now_ms(&l, 0, t0), Some(100));
+    }
+
+    #[test]
+    fn never_runs_behind_the_applied_time_and_moves_on_from_it() {
+        let clock = ClusterClock::default();
+        let t0 = Instant::now();
+        let l = leader(37, 1);
+        clock.anchor(l, 1_000, 5_000, t0);
+        let at = |ms| t0 + Duration::from_millis(ms);
+        assert_eq!(clock.now_ms_for(&l, 0, at(100)), Some(5_100));
+        // The leader committed its own older tail, stamped up to 7,000.
+        assert_eq!(clock.now_ms_for(&l, 7_000, at(200)), Some(7_000));
+        // From there it runs with the monotonic clock, whatever applied time it is shown.
+        assert_eq!(clock.now_ms_for(&l, 0, at(450)), Some(7_250));
+        assert_eq!(clock.now_ms_for(&l, 7_000, at(450)), Some(7_250));
+        clock.set_ready(&l);
+        assert_eq!(clock.ready_now_ms(&l, 9_000, at(500)), Some(9_000));
     }
 }

@@ -67,6 +67,11 @@ pub(crate) fn watch_leadership(node: &Node) {
     *node.inner().watch.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
 }
 
+/// The highest `now_ms` applied (the table's time).
+fn applied_time(node: &Node) -> u64 {
+    with_table(&node.inner().table, |t| t.now_ms())
+}
+
 /// Aborts the duty task, if any, and clears the clock.
 pub(crate) fn stop_duties(node: &Node) {
     let duties = node
@@ -110,7 +115,10 @@ async fn lead(node: Node, leader: CommittedLeaderId) {
     );
     // 3. Refresh every live lease, then open for client writes.
     loop {
-        let Some(now_ms) = inner.clock.now_ms_for(&leader, Instant::now()) else {
+        let Some(now_ms) = inner
+            .clock
+            .now_ms_for(&leader, applied_time(&node), Instant::now())
+        else {
             return;
         };
         match node
@@ -134,7 +142,10 @@ async fn lead(node: Node, leader: CommittedLeaderId) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let Some(now_ms) = inner.clock.now_ms_for(&leader, Instant::now()) else {
+        let Some(now_ms) = inner
+            .clock
+            .now_ms_for(&leader, applied_time(&node), Instant::now())
+        else {
             return;
         };
         let (sweep_due, handoffs) = with_table(&inner.table, |t| {

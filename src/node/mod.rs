@@ -310,7 +310,12 @@ impl Node {
                 .as_leader()
                 .map_err(|_| NodeError::NotLeader)?
                 .to_committed_leader_id();
-            if let Some(now_ms) = self.inner.clock.ready_now_ms(&leader, Instant::now()) {
+            let applied_ms = with_table(&self.inner.table, |t| t.now_ms());
+            if let Some(now_ms) = self
+                .inner
+                .clock
+                .ready_now_ms(&leader, applied_ms, Instant::now())
+            {
                 return Ok((leader, now_ms));
             }
             if Instant::now() >= deadline {
