@@ -67,11 +67,6 @@ pub(crate) fn watch_leadership(node: &Node) {
     *node.inner().watch.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
 }
 
-/// The highest `now_ms` applied (the table's time).
-fn applied_time(node: &Node) -> u64 {
-    with_table(&node.inner().table, |t| t.now_ms())
-}
-
 /// Aborts the duty task, if any, and clears the clock.
 pub(crate) fn stop_duties(node: &Node) {
     let duties = node
@@ -102,7 +97,7 @@ async fn lead(node: Node, leader: CommittedLeaderId) {
         }
     }
     // 2. Anchor cluster time.
-    let applied_ms = with_table(&inner.table, |t| t.now_ms());
+    let applied_ms = node.applied_time_ms();
     let wall_ms = wall_clock_ms();
     let base = inner
         .clock
@@ -117,7 +112,7 @@ async fn lead(node: Node, leader: CommittedLeaderId) {
     loop {
         let Some(now_ms) = inner
             .clock
-            .now_ms_for(&leader, applied_time(&node), Instant::now())
+            .now_ms_for(&leader, node.applied_time_ms(), Instant::now())
         else {
             return;
         };
@@ -144,7 +139,7 @@ async fn lead(node: Node, leader: CommittedLeaderId) {
         ticker.tick().await;
         let Some(now_ms) = inner
             .clock
-            .now_ms_for(&leader, applied_time(&node), Instant::now())
+            .now_ms_for(&leader, node.applied_time_ms(), Instant::now())
         else {
             return;
         };

@@ -203,6 +203,11 @@ impl Node {
         &self.inner
     }
 
+    /// The highest `now_ms` this node has applied (its lock table's time).
+    pub(crate) fn applied_time_ms(&self) -> u64 {
+        with_table(&self.inner.table, |t| t.now_ms())
+    }
+
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.inner.id
@@ -310,7 +315,7 @@ impl Node {
                 .as_leader()
                 .map_err(|_| NodeError::NotLeader)?
                 .to_committed_leader_id();
-            let applied_ms = with_table(&self.inner.table, |t| t.now_ms());
+            let applied_ms = self.applied_time_ms();
             if let Some(now_ms) = self
                 .inner
                 .clock
