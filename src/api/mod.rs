@@ -4,8 +4,10 @@
 //! Layers, outside in: request span (method, path, request id), body limit, relay to
 //! the leader (writes and linearizable reads on a follower), handler.
 
+pub mod cluster;
 pub mod events;
 pub mod extract;
+pub mod health;
 pub mod locks;
 pub mod problem;
 pub mod raft_rpc;
@@ -18,15 +20,14 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde_json::json;
+use axum::Router;
 
 use crate::node::forward::{ForwardError, Forwarder, FORWARDED_BY_HEADER, REQUEST_ID_HEADER};
-use crate::node::{ClusterStatus, Node};
+use crate::node::Node;
 use problem::ApiError;
 
 /// Shared state of the API handlers.
@@ -84,77 +85,20 @@ pub fn router(app: App) -> Router {
         .route("/v1/locks/{key}/validate", post(locks::validate))
         .route("/v1/locks/{key}/cancel", post(locks::cancel))
         .route("/v1/locks/{key}/events", get(events::events))
-        .route("/v1/cluster", get(cluster))
-        .route("/v1/cluster/nodes/{id}/allow-rejoin", post(allow_rejoin))
-        .route("/v1/cluster/snapshot", post(snapshot_now))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route("/v1/cluster", get(cluster::cluster))
+        .route(
+            "/v1/cluster/nodes/{id}/allow-rejoin",
+            post(cluster::allow_rejoin),
+        )
+        .route("/v1/cluster/snapshot", post(cluster::snapshot_now))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(app.clone(), relay_to_leader))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(app.clone(), request_span))
         .with_state(app)
-}
-
-async fn cluster(State(app): State<App>) -> Json<ClusterStatus> {
-    Json(app.node.status())
-}
-
-/// `POST /v1/cluster/nodes/{id}/allow-rejoin` (admin, on the leader): node `id` may
-/// come back with an empty data directory and is sent a snapshot (see
-/// [`Node::allow_rejoin`]).
-async fn allow_rejoin(
-    State(app): State<App>,
-    axum::extract::Path(raw): axum::extract::Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let id: crate::NodeId = raw
-        .parse()
-        .map_err(|_| ApiError::InvalidRequest(format!("node id must be a number, got {raw:?}")))?;
-    if app.node.config().nodes.iter().all(|n| n.id != id) {
-        return Err(ApiError::InvalidRequest(format!(
-            "node {id} is not in the cluster"
-        )));
-    }
-    app.node.allow_rejoin(id).await?;
-    tracing::info!(node = id, "node may rejoin with an empty data dir");
-    Ok(Json(json!({"node_id": id, "allowed": true})))
-}
-
-/// `POST /v1/cluster/snapshot` (admin, this node): build a snapshot now, whatever the
-/// policy in `node::compaction` says; the log behind it is purged as usual.
-async fn snapshot_now(State(app): State<App>) -> Result<Response, ApiError> {
-    app.node
-        .raft()
-        .trigger()
-        .snapshot()
-        .await
-        .map_err(|e| ApiError::Internal(format!("raft stopped: {e}")))?;
-    let body = json!({"node_id": app.node.id(), "triggered": true});
-    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
-}
-
-async fn healthz(State(app): State<App>) -> Response {
-    match app.node.status().state.as_str() {
-        "shutdown" => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "stopped"})),
-        )
-            .into_response(),
-        _ => Json(json!({"status": "ok", "node_id": app.node.id()})).into_response(),
-    }
-}
-
-async fn readyz(State(app): State<App>) -> Response {
-    match app.node.readiness() {
-        Ok(()) => Json(json!({"ready": true, "node_id": app.node.id(), "leader_id": app.node.leader().map(|l| l.id)}))
-            .into_response(),
-        Err(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"ready": false, "node_id": app.node.id(), "reason": reason})),
-        )
-            .into_response(),
-    }
 }
 
 async fn not_found(req: Request) -> ApiError {

@@ -9,15 +9,14 @@ pub mod clock;
 pub mod compaction;
 pub mod forward;
 pub mod leader;
+pub mod status;
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::impls::ProgressResponder;
-use openraft::{ReadPolicy, ServerState};
-use serde::Serialize;
+use openraft::ReadPolicy;
 
 use crate::config::{Config, ConfigError};
 use crate::locks::{Command, Event, Key, LockTable, Reply};
@@ -27,9 +26,9 @@ use crate::raft::network::NetworkFactory;
 use crate::raft::state_machine::{with_table, SharedTable, StateMachine};
 use crate::raft::store::{open_db, StoreError};
 use crate::raft::typ::{self, CommittedLeaderId};
-use crate::raft::NodeAddr;
 use crate::NodeId;
 use clock::ClusterClock;
+pub use status::{ClusterStatus, MemberStatus};
 
 /// Log indexes of applied events kept for watchers that resume (`event_log`): at
 /// thousands of writes per second, some minutes; a watcher further behind starts over.
@@ -104,33 +103,6 @@ pub struct LeaderContact {
     pub id: NodeId,
     /// `host:port` of the leader's HTTP API.
     pub api: String,
-}
-
-/// A snapshot of this node's Raft view, for `/v1/cluster` and readiness.
-#[derive(Clone, Debug, Serialize)]
-pub struct ClusterStatus {
-    pub node_id: NodeId,
-    pub state: String,
-    pub leader_id: Option<NodeId>,
-    pub term: u64,
-    pub members: Vec<MemberStatus>,
-    pub last_log_index: Option<u64>,
-    pub committed_index: Option<u64>,
-    pub applied_index: Option<u64>,
-    pub snapshot_index: Option<u64>,
-    pub purged_index: Option<u64>,
-    /// Highest cluster time applied on this node.
-    pub applied_cluster_time_ms: u64,
-    pub locks_stored: usize,
-}
-
-/// One voter or learner in the membership.
-#[derive(Clone, Debug, Serialize)]
-pub struct MemberStatus {
-    pub id: NodeId,
-    pub api: String,
-    pub raft: String,
-    pub voter: bool,
 }
 
 /// A running node; cheap to clone.
@@ -402,68 +374,6 @@ impl Node {
         Ok((events, first))
     }
 
-    /// This node's view of the cluster.
-    pub fn status(&self) -> ClusterStatus {
-        let m = self.inner.raft.metrics().borrow_watched().clone();
-        let membership = m.membership_config.membership();
-        let voters: Vec<NodeId> = membership.voter_ids().collect();
-        let nodes: BTreeMap<NodeId, NodeAddr> =
-            membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
-        let members = nodes
-            .into_iter()
-            .map(|(id, n)| MemberStatus {
-                id,
-                api: n.api,
-                raft: n.raft,
-                voter: voters.contains(&id),
-            })
-            .collect();
-        let (now_ms, stored) = with_table(&self.inner.table, |t| (t.now_ms(), t.len()));
-        ClusterStatus {
-            node_id: self.inner.id,
-            state: server_state_name(m.state).to_string(),
-            leader_id: m.current_leader,
-            term: m.current_term,
-            members,
-            last_log_index: m.last_log_index,
-            committed_index: m.local_committed.as_ref().map(|l| l.index),
-            applied_index: m.last_applied.as_ref().map(|l| l.index),
-            snapshot_index: m.snapshot.as_ref().map(|l| l.index),
-            purged_index: m.purged.as_ref().map(|l| l.index),
-            applied_cluster_time_ms: now_ms,
-            locks_stored: stored,
-        }
-    }
-
-    /// Ready to serve: Raft runs, a leader is known, and this node has applied everything
-    /// it knows to be committed. Returns the reason when not ready.
-    pub fn readiness(&self) -> Result<(), String> {
-        let m = self.inner.raft.metrics().borrow_watched().clone();
-        if let Err(e) = &m.running_state {
-            return Err(format!("raft stopped: {e}"));
-        }
-        if m.current_leader.is_none() {
-            return Err("no known leader".into());
-        }
-        // A node started on an empty data dir knows a leader from its first heartbeat
-        // but holds nothing until the leader's snapshot arrives.
-        if m.membership_config
-            .membership()
-            .get_node(&self.id())
-            .is_none()
-        {
-            return Err("not in the membership this node has applied (empty data dir: waiting for the leader's snapshot)".into());
-        }
-        let committed = m.local_committed.as_ref().map(|l| l.index);
-        let applied = m.last_applied.as_ref().map(|l| l.index);
-        if applied < committed {
-            return Err(format!(
-                "applying: applied {applied:?} < committed {committed:?}"
-            ));
-        }
-        Ok(())
-    }
-
     /// On the leader: lets node `id` come back with an empty data directory. Raft assumes
     /// a node never loses what it acknowledged, so the leader refuses to send a follower
     /// whose log went backwards anything; after this call it replicates to `id` from the
@@ -522,16 +432,6 @@ impl Node {
         if let Some(db) = db {
             close_db(db).await;
         }
-    }
-}
-
-fn server_state_name(s: ServerState) -> &'static str {
-    match s {
-        ServerState::Learner => "learner",
-        ServerState::Follower => "follower",
-        ServerState::Candidate => "candidate",
-        ServerState::Leader => "leader",
-        ServerState::Shutdown => "shutdown",
     }
 }
 
