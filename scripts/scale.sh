@@ -31,7 +31,7 @@
 # for each restart / catch-up (900), SCALE_WIPED_TIMEOUT seconds for the wiped follower
 # (900), BATON_READY_TIMEOUT seconds for the first start (60), SCALE_BIN (a prebuilt
 # `baton` to run instead of building this checkout),
-# CARGO_TARGET_DIR (cargo's default). Needs curl and python3.
+# CARGO_TARGET_DIR (cargo's default). Needs curl, jq and python3.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -49,7 +49,7 @@ NODES=3
 . scripts/lib/local_cluster.sh
 BIN=${SCALE_BIN:-$(baton_bin)}
 
-for tool in curl python3; do
+for tool in curl jq python3; do
   command -v "$tool" >/dev/null || { echo "scale.sh needs $tool" >&2; exit 2; }
 done
 [[ "$LOCKS" =~ ^[1-9][0-9]*$ ]] || { echo "SCALE_LOCKS must be a positive integer" >&2; exit 2; }
@@ -246,7 +246,7 @@ wait_caught_up() {
   local first_ready="" installed="" applied="" deadline=$((SECONDS + limit))
   local lt0 ft0; lt0=$(cpu_ticks "${PID[$LEADER]}"); ft0=$(cpu_ticks "${PID[$id]}")
   while :; do
-    if ! pid_alive "${PID[$id]}"; then
+    if ! node_alive "$id"; then
       log "n$id exited; last log lines:"; tail -n 20 "$WORK/n$id.log" >&2; exit 1
     fi
     if ready "$id"; then
@@ -255,7 +255,7 @@ wait_caught_up() {
           && awk -v from="$from_line" 'NR > from && /installed snapshot/ {found = 1} END {exit !found}' "$WORK/n$id.log"; then
         installed=$(secs_since "$t0")
       fi
-      applied=$(cluster "$id" | sed -n 's/.*"applied_index":\([0-9]*\).*/\1/p')
+      applied=$(cluster "$id" | jq -r '.applied_index // empty' 2>/dev/null || true)
       if [[ -n "$applied" ]] && ((applied >= want)) && [[ -z "$need_install" || -n "$installed" ]]; then
         break
       fi
@@ -275,8 +275,8 @@ wait_caught_up() {
       record "$p.leader_cpu_percent" "$((($(cpu_ticks "${PID[$LEADER]}") - lt0) * 100 / CLK_TCK / isecs))"
       record "$p.node_cpu_percent" "$((($(cpu_ticks "${PID[$id]}") - ft0) * 100 / CLK_TCK / isecs))"
       log "  n$id did NOT catch up within ${limit}s: applied index ${applied:-none} of $want, /readyz 200 after ${first_ready:-never}s"
-      log "    n$id: $(cluster "$id" | sed 's/"members":\[[^]]*\],//')"
-      log "    leader n$LEADER: $(cluster "$LEADER" | sed 's/"members":\[[^]]*\],//')"
+      log "    n$id: $(cluster "$id" | jq -c 'del(.members)' 2>/dev/null || true)"
+      log "    leader n$LEADER: $(cluster "$LEADER" | jq -c 'del(.members)' 2>/dev/null || true)"
       return 1
     fi
     sleep 0.05

@@ -1,7 +1,8 @@
 # Node control and fault injection for the chaos suite; sourced by run.sh.
 #
 # Expects from run.sh: MODE (netns|loopback), OUT, BIN, API[id], PID[id], STOPPED[id],
-# PAUSABLE_PID, FAKETIME_LIB (empty when libfaketime is missing), and netns.sh.
+# PAUSABLE_PID, FAKETIME_LIB (empty when libfaketime is missing), netns.sh and
+# scripts/lib/nodes.sh (starting, stopping and liveness of the nodes).
 #
 # Every fault is recorded in $OUT/faults.jsonl as {"at_wall_ms","kind","node"} once it
 # is in place; a lasting fault records "<kind>_end" (or "heal" for the network) just
@@ -14,55 +15,50 @@ note() { echo "[chaos $(date +%T)] $*"; }
 # curl (and the workload) from where the nodes can be reached.
 client() { if [[ $MODE == netns ]]; then in_client "$@"; else "$@"; fi; }
 
-node_alive() { [[ -n "${PID[$1]:-}" ]] && kill -0 "${PID[$1]}" 2>/dev/null; }
+node_alive() { node_running "${PID[$1]:-}" "$1"; }
 
 start_node() {
-  local id=$1 env=()
+  local id=$1 prefix=()
   node_alive "$id" && return 0
   # Reap a node that stopped by itself (fail-stop exits non-zero).
   if [[ -n "${PID[$id]:-}" ]]; then wait "${PID[$id]}" 2>/dev/null || true; fi
+  [[ $MODE == netns ]] && prefix=(ip netns exec "$(ns_of "$id")")
   # libfaketime (when present) on every node, with the monotonic clock left alone: the
   # clock_step fault rewrites nN.faketime to move that node's wall clock.
   if [[ -n "$FAKETIME_LIB" ]]; then
-    env=(env LD_PRELOAD="$FAKETIME_LIB" FAKETIME_TIMESTAMP_FILE="$OUT/n$id.faketime"
+    prefix+=(env LD_PRELOAD="$FAKETIME_LIB" FAKETIME_TIMESTAMP_FILE="$OUT/n$id.faketime"
       FAKETIME_CACHE_DURATION=1 FAKETIME_DONT_FAKE_MONOTONIC=1)
   fi
-  if [[ $MODE == netns ]]; then
-    ip netns exec "$(ns_of "$id")" "${env[@]}" "$BIN" server --config "$OUT/cluster.toml" --node "$id" >>"$OUT/n$id.log" 2>&1 &
-  else
-    "${env[@]}" "$BIN" server --config "$OUT/cluster.toml" --node "$id" >>"$OUT/n$id.log" 2>&1 &
-  fi
-  PID[$id]=$!
+  node_spawn "$BIN" "$OUT/cluster.toml" "$id" "$OUT/n$id.log" "${prefix[@]}"
+  PID[$id]=$NODE_PID
   STOPPED[$id]=0
 }
 
 kill_node() {
   [[ -n "${PID[$1]:-}" ]] || return 0
-  kill -KILL "${PID[$1]}" 2>/dev/null || true
-  wait "${PID[$1]}" 2>/dev/null || true
+  kill -CONT "${PID[$1]}" 2>/dev/null || true
+  node_stop "${PID[$1]}" "$1" KILL
   PID[$1]=""
 }
 
 # SIGTERM, then SIGKILL if it has not stopped within 15 s.
 term_node() {
-  local id=$1 i
-  node_alive "$id" || { kill_node "$id"; return 0; }
-  kill -TERM "${PID[$id]}"
-  for ((i = 0; i < 150; i++)); do node_alive "$id" || break; sleep 0.1; done
-  if node_alive "$id"; then note "n$id ignored SIGTERM for 15 s"; fi
-  kill_node "$id"
+  node_alive "$1" || { kill_node "$1"; return 0; }
+  node_stop "${PID[$1]}" "$1" TERM 15
+  PID[$1]=""
 }
 
 leader() {
-  local id
+  local id l
   for id in 1 2 3; do
     node_alive "$id" && [[ "${STOPPED[$id]}" == 0 ]] || continue
-    client curl -fsS --max-time 1 "http://${API[$id]}/v1/cluster" 2>/dev/null \
-      | sed -n 's/.*"leader_id":\([0-9]*\).*/\1/p' && return
+    l=$(client curl -fsS --max-time 1 "http://${API[$id]}/v1/cluster" 2>/dev/null \
+      | jq -r '.leader_id // empty' 2>/dev/null || true)
+    [[ -n "$l" ]] && { echo "$l"; return; }
   done
 }
 
-ready() { client curl -fsS --max-time 1 "http://${API[$1]}/readyz" >/dev/null 2>&1; }
+ready() { node_ready "${API[$1]}" client; }
 
 # Waits until the given nodes (default all) answer /readyz; 1 after 60 s.
 wait_ready() {

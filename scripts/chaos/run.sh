@@ -20,8 +20,9 @@
 #
 # Exit 0 only when the history is valid — or, with --negative-control (the fenced
 # resource ignores tokens), only when the checker caught the violation.
-# Output: DIR/history-*.jsonl, DIR/faults.jsonl, DIR/digests.jsonl, DIR/results.json,
-# DIR/n*.log, DIR/workload*.log, DIR/summary.txt.
+# Output: DIR/history-*.jsonl, DIR/faults.jsonl, DIR/digests.jsonl (a digest of each
+# replica's whole lock table, every page), DIR/table-n*.jsonl (those tables),
+# DIR/results.json, DIR/n*.log, DIR/workload*.log, DIR/summary.txt.
 set -euo pipefail
 
 usage() { sed -n '2,25p' "$0"; exit 2; }
@@ -46,6 +47,8 @@ elif [[ $(id -u) -ne 0 ]] || ! command -v iptables >/dev/null; then
   echo "note: not root or no iptables: running process faults only, on loopback"
   MODE=loopback
 fi
+# shellcheck source=scripts/lib/nodes.sh
+source scripts/lib/nodes.sh
 # shellcheck source=scripts/chaos/netns.sh
 source scripts/chaos/netns.sh
 # shellcheck source=scripts/chaos/faults.sh
@@ -58,14 +61,14 @@ for lib in /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 /usr/lib/faketi
 done
 [[ -n "$FAKETIME_LIB" ]] || echo "note: libfaketime not found (apt install faketime): no clock steps"
 
-cargo build --release --quiet --bin baton
-TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+baton_build
+RELEASE_BIN=$(baton_release_bin)
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 for id in 1 2 3; do mountpoint -q "$OUT/n$id" 2>/dev/null && umount "$OUT/n$id"; done
 rm -rf "${OUT:?}"/*
 # A private copy: a build finishing during the run must not swap the binary under it.
-cp "$TARGET_DIR/release/baton" "$OUT/baton"
+cp "$RELEASE_BIN" "$OUT/baton"
 BIN="$OUT/baton"
 RANDOM=$SEED
 
@@ -195,14 +198,32 @@ wait_ready
 # Heal and compare: once every replica has applied the same index (and it stays put while
 # we read), their lock tables must be equal. Leases of the workload end within seconds,
 # after which the leader stops sweeping and the log stops growing.
-applied() { client curl -fsS "http://${API[$1]}/v1/cluster" | sed -n 's/.*"applied_index":\([0-9]*\).*/\1/p'; }
+applied() { client curl -fsS --max-time 2 "http://${API[$1]}/v1/cluster" | jq -r '.applied_index // empty'; }
+# Node $1's whole lock table (every page of a local read), one lock per line.
+table() {
+  local cursor="" page
+  while :; do
+    page=$(client curl -fsS --max-time 5 -G "http://${API[$1]}/v1/locks" --data-urlencode consistency=local \
+      --data-urlencode limit=1000 ${cursor:+--data-urlencode "cursor=$cursor"}) || return 1
+    jq -c '.locks[]' <<<"$page"
+    cursor=$(jq -r '.next_cursor // empty' <<<"$page")
+    [[ -n "$cursor" ]] || return 0
+  done
+}
 deadline=$((SECONDS + 60))
 while :; do
   before="$(applied 1) $(applied 2) $(applied 3)"
   : >"$OUT/digests.jsonl"
   for id in 1 2 3; do
-    digest=$(client curl -fsS "http://${API[$id]}/v1/locks?consistency=local&limit=1000" | sha256sum | cut -c1-16)
-    printf '{"node":%s,"applied_index":%s,"digest":"%s"}\n' "$id" "$(applied "$id")" "$digest" >>"$OUT/digests.jsonl"
+    if table "$id" >"$OUT/table-n$id.jsonl"; then
+      digest=$(sha256sum <"$OUT/table-n$id.jsonl" | cut -c1-16)
+    else
+      # Distinct per node, so that unreadable tables never compare equal.
+      digest="unreadable-n$id"
+    fi
+    index=$(applied "$id" || true)
+    printf '{"node":%s,"applied_index":%s,"locks":%s,"digest":"%s"}\n' "$id" "${index:-null}" \
+      "$(wc -l <"$OUT/table-n$id.jsonl")" "$digest" >>"$OUT/digests.jsonl"
   done
   after="$(applied 1) $(applied 2) $(applied 3)"
   read -r a b c <<<"$after"

@@ -8,17 +8,15 @@
 #                                      copy BIN to WORK/baton and point BIN there
 #   start_node ID ... / wait_ready TIMEOUT / stop_node ID TERM|KILL / stop_all_nodes
 # It defines CONFIG, PORTS and PID (node id -> pid of its current process); api_of ID
-# gives a node's API address. Logs go to WORK/nID.log (appended, so restarts keep the
-# earlier lines). Needs python3 (free ports) and curl (readiness).
+# gives a node's API address, node_alive ID whether its process runs. Logs go to
+# WORK/nID.log (appended, so restarts keep the earlier lines). Starting, stopping and
+# liveness come from scripts/lib/nodes.sh. Needs python3 (free ports) and curl (readiness).
 
-# The directory cargo builds into (honours CARGO_TARGET_DIR and .cargo/config.toml).
-baton_bin() {
-  local dir
-  dir=$(cargo metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-  echo "${dir:-${CARGO_TARGET_DIR:-target}}/release/baton"
-}
+# shellcheck source=scripts/lib/nodes.sh
+source "$(dirname "${BASH_SOURCE[0]}")/nodes.sh"
 
-pid_alive() { [[ -n "${1:-}" ]] && kill -0 "$1" 2>/dev/null; }
+# Where cargo builds the release binary (honours CARGO_TARGET_DIR and .cargo/config.toml).
+baton_bin() { BATON_BIN="" baton_release_bin; }
 
 declare -A PID=()
 RAFT_SETTINGS=""
@@ -65,49 +63,37 @@ api_of() { echo "127.0.0.1:${PORTS[$(($1 - 1))]}"; }
 start_node() {
   local id=$1
   RUST_LOG=${RUST_LOG:-baton=info,openraft=error} \
-    "$LC_BIN" server --config "$CONFIG" --node "$id" >>"$LC_WORK/n$id.log" 2>&1 &
-  PID[$id]=$!
+    node_spawn "$LC_BIN" "$CONFIG" "$id" "$LC_WORK/n$id.log"
+  PID[$id]=$NODE_PID
 }
 
+# Whether node $1's process runs (see node_running in nodes.sh).
+node_alive() { node_running "${PID[$1]:-}" "$1"; }
+
 # Whether node $1 answers /readyz with 200.
-ready() { [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$(api_of "$1")/readyz" 2>/dev/null)" == 200 ]]; }
+ready() { node_ready "$(api_of "$1")"; }
 
 # Waits until every node is ready; fails with the log tail of a node that exited or is
 # not ready within $1 seconds.
 wait_ready() {
   local deadline=$((SECONDS + $1)) id
   for id in $(seq 1 "$LC_NODES"); do
-    until ready "$id"; do
-      if ! pid_alive "${PID[$id]}"; then
-        echo "n$id exited; last log lines:" >&2; tail -n 20 "$LC_WORK/n$id.log" >&2; return 1
-      fi
-      if ((SECONDS >= deadline)); then
-        echo "n$id not ready after $1 s" >&2; tail -n 20 "$LC_WORK/n$id.log" >&2; return 1
-      fi
-      sleep 0.2
-    done
+    node_wait_ready "$id" "${PID[$id]:-}" "$(api_of "$id")" "$LC_WORK/n$id.log" \
+      $((deadline > SECONDS ? deadline - SECONDS : 0)) || return 1
   done
 }
 
 # Stops node $1 with signal $2 (TERM or KILL) and reaps it; escalates to KILL after 30 s.
 stop_node() {
-  local id=$1 sig=$2 pid=${PID[$1]:-} i
-  [[ -n "$pid" ]] || return 0
-  pid_alive "$pid" && kill "-$sig" "$pid" 2>/dev/null || true
-  for i in $(seq 1 1500); do pid_alive "$pid" || break; sleep 0.02; done
-  if pid_alive "$pid"; then
-    echo "n$id still running 30 s after SIG$sig; killing it" >&2
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-  PID[$id]=""
+  node_stop "${PID[$1]:-}" "$1" "$2" 30
+  PID[$1]=""
 }
 
 # Sends SIGTERM to every node at once, then reaps them one by one.
 stop_all_nodes() {
   local id
   for id in "${!PID[@]}"; do
-    pid_alive "${PID[$id]}" && kill -TERM "${PID[$id]}" 2>/dev/null || true
+    node_alive "$id" && kill -TERM "${PID[$id]}" 2>/dev/null || true
   done
   for id in "${!PID[@]}"; do stop_node "$id" TERM; done
 }
