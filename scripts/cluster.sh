@@ -100,7 +100,7 @@ stop() {
 }
 
 status() {
-  local id answer leader="" leader_applied=""
+  local id answer leader="" leader_applied="" quorum notes=()
   declare -A row=()
   for id in "${IDS[@]}"; do
     answer=$(curl -fsS --max-time 2 "http://${API[$id]}/v1/cluster" 2>/dev/null || true)
@@ -109,8 +109,11 @@ status() {
       continue
     fi
     # up, role, term, applied index, leader id ("-" when the node knows none).
-    row[$id]=$(jq -r '["up", .state, .term, (.applied_index // "-"), (.leader_id // "-")] | map(tostring) | join(" ")' <<<"$answer")
-    if [[ $(jq -r .state <<<"$answer") == leader ]]; then
+    row[$id]=$(jq -r '["up", (.role // .state), .term, (.applied_index // "-"), (.leader_id // "-")] | map(tostring) | join(" ")' <<<"$answer")
+    # A node that reports its quorum (`quorum.ok`) and has none says why.
+    quorum=$(jq -r 'if .quorum.ok == false then .quorum.detail // "no quorum" else empty end' <<<"$answer")
+    [[ -z "$quorum" ]] || notes+=("n$id: $quorum")
+    if [[ $(jq -r '.role // .state' <<<"$answer") == leader ]]; then
       leader=$id
       leader_applied=$(jq -r '.applied_index // empty' <<<"$answer")
     fi
@@ -127,6 +130,8 @@ status() {
     if [[ -n "$leader_applied" && "$applied" =~ ^[0-9]+$ ]]; then lag=$((leader_applied - applied)); fi
     printf '%-5s %-21s %-5s %-10s %6s %9s %6s\n' "n$id" "${API[$id]}" up "$role" "$term" "$applied" "$lag"
   done
+  local note
+  for note in "${notes[@]}"; do echo "$note"; done
   [[ -n "$leader" ]] || echo "no node reports itself leader: no quorum, or an election is running" >&2
 }
 
