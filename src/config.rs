@@ -84,6 +84,9 @@ pub struct RaftConfig {
     pub sweep_interval_ms: u64,
     /// Shared secret on every Raft RPC; peers without it are refused.
     pub secret: String,
+    /// Connections the Raft listener keeps open at once (peers use a few each); at the
+    /// cap the longest-idle one is closed (see `serve`).
+    pub max_connections: usize,
 }
 
 impl Default for RaftConfig {
@@ -96,6 +99,7 @@ impl Default for RaftConfig {
             keep_entries_after_snapshot: 1_000,
             sweep_interval_ms: 250,
             secret: "baton-local-dev-secret".to_string(),
+            max_connections: 64,
         }
     }
 }
@@ -141,6 +145,15 @@ pub struct ApiConfig {
     pub leader_wait_ms: u64,
     /// Largest `limit` of one list page.
     pub max_list_limit: usize,
+    /// Client connections open at once. At the cap a new connection closes the one idle
+    /// longest, or gets 503 `TOO_MANY_CONNECTIONS` when all are busy. Lowered at start
+    /// (with a warning) if the open-files limit leaves too few descriptors.
+    pub max_connections: usize,
+    /// Time a connection has to send a complete request header, counted from when it
+    /// connected or got its previous answer: also the idle keep-alive timeout.
+    pub header_read_timeout_ms: u64,
+    /// Time a request has to send its body.
+    pub body_read_timeout_ms: u64,
 }
 
 impl Default for ApiConfig {
@@ -150,6 +163,9 @@ impl Default for ApiConfig {
             request_timeout_ms: 5_000,
             leader_wait_ms: 2_000,
             max_list_limit: 1_000,
+            max_connections: 4_096,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 10_000,
         }
     }
 }
@@ -257,6 +273,22 @@ impl Config {
         let a = &self.api;
         if a.max_body_bytes < 256 || a.request_timeout_ms == 0 || a.max_list_limit == 0 {
             return bad("api.max_body_bytes must be at least 256, api.request_timeout_ms and api.max_list_limit positive".into());
+        }
+        for (key, value) in [
+            ("api.max_connections", a.max_connections),
+            ("raft.max_connections", r.max_connections),
+        ] {
+            if value < crate::serve::MIN_CONNECTIONS {
+                return bad(format!(
+                    "{key} {value} is below the minimum {}",
+                    crate::serve::MIN_CONNECTIONS
+                ));
+            }
+        }
+        if a.header_read_timeout_ms == 0 || a.body_read_timeout_ms == 0 {
+            return bad(
+                "api.header_read_timeout_ms and api.body_read_timeout_ms must be positive".into(),
+            );
         }
         Ok(())
     }

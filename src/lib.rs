@@ -25,6 +25,7 @@ pub mod config;
 pub mod locks;
 pub mod node;
 pub mod raft;
+pub mod serve;
 pub mod telemetry;
 
 /// A Raft node id, as in `cluster.toml`.

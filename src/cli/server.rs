@@ -4,26 +4,27 @@
 //! stops on a storage error (fail-stop). On SIGTERM or SIGINT it stops accepting HTTP,
 //! drains in-flight requests (bounded), shuts Raft down and closes the database.
 
-use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use clap::Args;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::api;
 use crate::config::Config;
 use crate::node::Node;
+use crate::serve::{self as http, fit_connection_caps, raise_open_files_limit, ServeLimits};
 use crate::NodeId;
 
 /// How long in-flight requests may take to finish at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Exit code when the node stopped itself on a storage error.
 const EXIT_FAIL_STOP: u8 = 70;
+/// Body read timeout of the Raft listener: a snapshot is sent in one request.
+const RAFT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Arguments of `baton server`.
 #[derive(Debug, Args)]
@@ -75,16 +76,13 @@ async fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
     }
     let config = Arc::new(config);
     let me = config.node(args.node)?.clone();
-    // TCP_NODELAY on accepted connections: answers are small and latency-bound, and
-    // Nagle's algorithm would hold a segment back until the previous one is acknowledged.
+    let (api_limits, raft_limits) = listener_limits(&config)?;
     let api_listener = TcpListener::bind(&me.api)
         .await
-        .with_context(|| format!("cannot listen on api address {}", me.api))?
-        .tap_io(set_nodelay);
+        .with_context(|| format!("cannot listen on api address {}", me.api))?;
     let raft_listener = TcpListener::bind(&me.raft)
         .await
-        .with_context(|| format!("cannot listen on raft address {}", me.raft))?
-        .tap_io(set_nodelay);
+        .with_context(|| format!("cannot listen on raft address {}", me.raft))?;
     let node = Node::start(config.clone(), args.node)
         .await
         .context("cannot start node")?;
@@ -92,26 +90,21 @@ async fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(api = %me.api, raft = %me.raft, data_dir = %me.data_dir.display(), "node started");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let api_server = {
-        let mut rx = stop_rx.clone();
-        tokio::spawn(
-            axum::serve(api_listener, api::router(app))
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
-                .into_future(),
-        )
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
     };
-    let raft_server = {
-        let mut rx = stop_rx.clone();
-        tokio::spawn(
-            axum::serve(raft_listener, api::raft_rpc::router(node.clone()))
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
-                .into_future(),
-        )
-    };
+    let api_server = tokio::spawn(http::serve(
+        api_listener,
+        api::router(app),
+        api_limits,
+        stopped(stop_rx.clone()),
+    ));
+    let raft_server = tokio::spawn(http::serve(
+        raft_listener,
+        api::raft_rpc::router(node.clone()),
+        raft_limits,
+        stopped(stop_rx.clone()),
+    ));
 
     let code = tokio::select! {
         signal = shutdown_signal() => {
@@ -153,8 +146,37 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
-fn set_nodelay(tcp: &mut TcpStream) {
-    if let Err(e) = tcp.set_nodelay(true) {
-        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+/// The limits of the API and Raft listeners: the configured connection caps, lowered
+/// to what the open-files limit (raised to its hard limit first) leaves after the
+/// descriptors kept for storage.
+fn listener_limits(config: &Config) -> anyhow::Result<(ServeLimits, ServeLimits)> {
+    let (api, raft) = (config.api.max_connections, config.raft.max_connections);
+    let open_files = raise_open_files_limit().context("cannot read the open-files limit")?;
+    let (api_cap, raft_cap) = fit_connection_caps(open_files, api, raft).with_context(|| {
+        format!(
+            "the open-files limit {open_files} leaves too few descriptors for connections; \
+             raise it (ulimit -n, LimitNOFILE=) to at least {}",
+            crate::serve::RESERVED_DESCRIPTORS + raft as u64 + crate::serve::MIN_CONNECTIONS as u64
+        )
+    })?;
+    if api_cap < api {
+        tracing::warn!(
+            open_files,
+            configured = api,
+            using = api_cap,
+            "api.max_connections lowered to fit the open-files limit; raise the limit (ulimit -n, LimitNOFILE=) to serve more clients"
+        );
     }
+    let header_read_timeout = Duration::from_millis(config.api.header_read_timeout_ms);
+    let api_limits = ServeLimits {
+        max_connections: api_cap,
+        header_read_timeout,
+        body_read_timeout: Duration::from_millis(config.api.body_read_timeout_ms),
+    };
+    let raft_limits = ServeLimits {
+        max_connections: raft_cap,
+        header_read_timeout,
+        body_read_timeout: RAFT_BODY_READ_TIMEOUT,
+    };
+    Ok((api_limits, raft_limits))
 }

@@ -20,6 +20,9 @@ pub const CF_LOCKS: &str = "locks";
 /// Applied events, keyed by big-endian (log index, sequence); see `event_log`.
 pub const CF_EVENTS: &str = "events";
 
+/// Table files RocksDB keeps open at once (it reopens others as needed).
+pub const MAX_OPEN_FILES: i32 = 256;
+
 const ALL_CFS: [&str; 5] = [CF_RAFT_META, CF_LOG, CF_SM_META, CF_LOCKS, CF_EVENTS];
 
 /// A storage failure: RocksDB, the codec, or a broken on-disk invariant.
@@ -57,6 +60,9 @@ pub fn open_db(path: &Path) -> Result<Arc<DB>, StoreError> {
     // all recovery needs.
     opts.set_use_fsync(false);
     opts.set_keep_log_file_num(4);
+    // Bounded, so that the descriptors the node keeps for storage
+    // (`serve::RESERVED_DESCRIPTORS`) are enough whatever clients do.
+    opts.set_max_open_files(MAX_OPEN_FILES);
     let cfs = ALL_CFS
         .iter()
         .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name)));

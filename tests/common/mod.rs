@@ -25,6 +25,10 @@ pub struct Options {
     pub keep_entries_after_snapshot: u64,
     pub sweep_interval_ms: u64,
     pub min_ttl_ms: u64,
+    /// `RLIMIT_NOFILE` (soft and hard) of the node processes; `None`: inherited.
+    pub open_files_limit: Option<u64>,
+    /// Extra `key = value` lines for the `[api]` section.
+    pub api_extra: String,
 }
 
 impl Default for Options {
@@ -35,6 +39,8 @@ impl Default for Options {
             keep_entries_after_snapshot: 1_000,
             sweep_interval_ms: 100,
             min_ttl_ms: 100,
+            open_files_limit: None,
+            api_extra: String::new(),
         }
     }
 }
@@ -49,6 +55,7 @@ pub struct TestNode {
 
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
+    pub open_files_limit: Option<u64>,
     pub config_path: PathBuf,
     pub nodes: BTreeMap<u64, TestNode>,
     pub http: reqwest::Client,
@@ -90,8 +97,9 @@ impl TestCluster {
         toml.push_str(&format!(
             "[raft]\nheartbeat_interval_ms = 50\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\n\
              snapshot_after_entries = {}\nkeep_entries_after_snapshot = {}\nsweep_interval_ms = {}\nsecret = \"test-secret\"\n\n\
-             [lease]\nmin_ttl_ms = {}\nmax_ttl_ms = 600000\ndefault_ttl_ms = 30000\n\n[api]\nrequest_timeout_ms = 5000\nleader_wait_ms = 3000\n",
-            opts.snapshot_after_entries, opts.keep_entries_after_snapshot, opts.sweep_interval_ms, opts.min_ttl_ms
+             [lease]\nmin_ttl_ms = {}\nmax_ttl_ms = 600000\ndefault_ttl_ms = 30000\n\n[api]\nrequest_timeout_ms = 5000\nleader_wait_ms = 3000\n{}\n",
+            opts.snapshot_after_entries, opts.keep_entries_after_snapshot, opts.sweep_interval_ms, opts.min_ttl_ms,
+            opts.api_extra
         ));
         let config_path = dir.path().join("cluster.toml");
         std::fs::write(&config_path, toml).expect("write config");
@@ -102,6 +110,7 @@ impl TestCluster {
             .expect("http client");
         let mut cluster = TestCluster {
             dir,
+            open_files_limit: opts.open_files_limit,
             config_path,
             nodes,
             http,
@@ -125,7 +134,24 @@ impl TestCluster {
             .append(true)
             .open(self.log_path(id))
             .expect("open node log");
-        let child = Command::new(env!("CARGO_BIN_EXE_baton"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
+        if let Some(limit) = self.open_files_limit {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches only this child.
+            unsafe {
+                command.pre_exec(move || {
+                    let rlimit = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .args(["server", "--config"])
             .arg(&self.config_path)
             .args(["--node", &id.to_string()])

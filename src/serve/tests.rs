@@ -1,0 +1,241 @@
+//! The limits of [`serve`] against real sockets on loopback.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, Notify};
+
+use super::*;
+
+/// Generous bound for anything that should happen "at once" on a busy machine.
+const PROMPTLY: Duration = Duration::from_secs(10);
+
+struct Server {
+    addr: std::net::SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<()>,
+    /// Requests currently inside `/slow`.
+    slow_inside: Arc<AtomicUsize>,
+    /// Releases every `/slow` request.
+    release: Arc<Notify>,
+}
+
+async fn start(limits: ServeLimits) -> Server {
+    let slow_inside = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(Notify::new());
+    let router = {
+        let (inside, release) = (slow_inside.clone(), release.clone());
+        Router::new()
+            .route("/fast", get(|| async { "fast" }))
+            .route(
+                "/slow",
+                get(move || {
+                    let (inside, release) = (inside.clone(), release.clone());
+                    async move {
+                        let released = release.notified();
+                        inside.fetch_add(1, Ordering::SeqCst);
+                        released.await;
+                        "slow"
+                    }
+                }),
+            )
+            .route(
+                "/echo",
+                post(|body: axum::body::Bytes| async move { body.len().to_string() }),
+            )
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let done = tokio::spawn(serve(listener, router, limits, async {
+        let _ = stop_rx.await;
+    }));
+    Server {
+        addr,
+        stop: Some(stop_tx),
+        done,
+        slow_inside,
+        release,
+    }
+}
+
+fn limits(max_connections: usize) -> ServeLimits {
+    ServeLimits {
+        max_connections,
+        header_read_timeout: Duration::from_secs(30),
+        body_read_timeout: Duration::from_secs(30),
+    }
+}
+
+/// Sends `request` on `stream` and reads the answer's status line and body (the
+/// responses here are small and carry content-length).
+async fn exchange(stream: &mut TcpStream, request: &str) -> (u16, String) {
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(PROMPTLY, stream.read(&mut chunk))
+            .await
+            .expect("an answer in time")
+            .expect("read");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if body.len() >= len {
+                let status = head[9..12].parse().expect("status code");
+                return (status, body.to_string());
+            }
+        }
+        assert!(n > 0, "connection closed before a full answer: {text:?}");
+    }
+}
+
+fn get_request(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nhost: test\r\n\r\n")
+}
+
+/// Waits until the peer closes `stream` (EOF or reset).
+async fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 256];
+    matches!(
+        tokio::time::timeout(PROMPTLY, stream.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test]
+async fn a_new_connection_evicts_the_longest_idle_one_at_the_cap() {
+    let server = start(limits(4)).await;
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(server.addr).await.expect("connect");
+        // One request each, so the connection is registered and idle afterwards.
+        assert_eq!(exchange(&mut s, &get_request("/fast")).await.0, 200);
+        idle.push(s);
+    }
+    let mut newcomer = TcpStream::connect(server.addr).await.expect("connect");
+    assert_eq!(exchange(&mut newcomer, &get_request("/fast")).await.0, 200);
+    // The first (longest idle) connection was closed to make room.
+    assert!(closed_by_server(&mut idle[0]).await);
+    assert_eq!(exchange(&mut idle[3], &get_request("/fast")).await.0, 200);
+}
+
+#[tokio::test]
+async fn connections_that_never_send_anything_cannot_lock_others_out() {
+    let server = start(limits(8)).await;
+    let mut silent = Vec::new();
+    for _ in 0..50 {
+        silent.push(TcpStream::connect(server.addr).await.expect("connect"));
+    }
+    let mut client = TcpStream::connect(server.addr).await.expect("connect");
+    assert_eq!(exchange(&mut client, &get_request("/fast")).await.0, 200);
+}
+
+#[tokio::test]
+async fn when_every_connection_is_busy_a_newcomer_gets_503_problem() {
+    let server = start(limits(3)).await;
+    let mut busy = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(server.addr).await.expect("connect");
+        s.write_all(get_request("/slow").as_bytes())
+            .await
+            .expect("write");
+        busy.push(s);
+    }
+    let deadline = tokio::time::Instant::now() + PROMPTLY;
+    while server.slow_inside.load(Ordering::SeqCst) < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "requests not started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut newcomer = TcpStream::connect(server.addr).await.expect("connect");
+    let (status, body) = exchange(&mut newcomer, &get_request("/fast")).await;
+    assert_eq!(status, 503);
+    let problem: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(problem["code"], "TOO_MANY_CONNECTIONS");
+    // The busy ones are untouched and finish their requests.
+    server.release.notify_waiters();
+    for s in &mut busy {
+        let mut buf = [0u8; 512];
+        let n = tokio::time::timeout(PROMPTLY, s.read(&mut buf))
+            .await
+            .expect("answer in time")
+            .expect("read");
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    }
+}
+
+#[tokio::test]
+async fn a_half_sent_header_is_cut_off_at_the_header_timeout() {
+    let server = start(ServeLimits {
+        header_read_timeout: Duration::from_millis(300),
+        ..limits(8)
+    })
+    .await;
+    let mut s = TcpStream::connect(server.addr).await.expect("connect");
+    s.write_all(b"GET /fast HTTP/1.1\r\nhost: te")
+        .await
+        .expect("write");
+    assert!(closed_by_server(&mut s).await);
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_at_the_header_timeout() {
+    let server = start(ServeLimits {
+        header_read_timeout: Duration::from_millis(300),
+        ..limits(8)
+    })
+    .await;
+    let mut s = TcpStream::connect(server.addr).await.expect("connect");
+    assert_eq!(exchange(&mut s, &get_request("/fast")).await.0, 200);
+    assert!(closed_by_server(&mut s).await);
+}
+
+#[tokio::test]
+async fn a_stalled_body_is_answered_at_the_body_timeout() {
+    let server = start(ServeLimits {
+        body_read_timeout: Duration::from_millis(300),
+        ..limits(8)
+    })
+    .await;
+    let mut s = TcpStream::connect(server.addr).await.expect("connect");
+    let request = "POST /echo HTTP/1.1\r\nhost: test\r\ncontent-length: 100\r\n\r\n0123456789";
+    let (status, _) = exchange(&mut s, request).await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn shutdown_closes_idle_connections_and_returns() {
+    let mut server = start(limits(8)).await;
+    let mut s = TcpStream::connect(server.addr).await.expect("connect");
+    assert_eq!(exchange(&mut s, &get_request("/fast")).await.0, 200);
+    let _ = server.stop.take().expect("stop").send(());
+    tokio::time::timeout(PROMPTLY, &mut server.done)
+        .await
+        .expect("serve returns")
+        .expect("no panic");
+    assert!(closed_by_server(&mut s).await);
+}
+
+#[test]
+fn connection_caps_fit_in_the_descriptors_left_after_the_reserve() {
+    assert_eq!(fit_connection_caps(20_000, 4_096, 64), Some((4_096, 64)));
+    assert_eq!(fit_connection_caps(1_024, 4_096, 64), Some((448, 64)));
+    assert_eq!(fit_connection_caps(256, 4_096, 64), None);
+    assert_eq!(fit_connection_caps(580, 4_096, 64), None);
+}
