@@ -14,19 +14,35 @@
 //! 5. once committed, [`raft::state_machine`] applies it with the pure [`locks::LockTable`]
 //!    and persists the changed locks in one batch;
 //! 6. the applied [`locks::Reply`] becomes the HTTP answer (token, expiry, or a problem).
+//!
+//! The client alone — [`client`] (with the in-memory double `client::MemoryLocks`),
+//! [`wire`] and [`locks`] — builds without RocksDB, openraft or axum:
+//! `baton = { version = "0.1", default-features = false, features = ["client"] }`.
+//! Everything else is behind the default feature `server`.
 
+#[cfg(feature = "server")]
 pub mod api;
+#[cfg(feature = "server")]
 pub mod bench;
+#[cfg(feature = "server")]
 pub mod chaos;
+#[cfg(feature = "server")]
 pub mod cli;
 pub mod client;
+#[cfg(feature = "server")]
 pub mod codec;
+#[cfg(feature = "server")]
 pub mod config;
 pub mod locks;
+#[cfg(feature = "server")]
 pub mod node;
+#[cfg(feature = "server")]
 pub mod raft;
+#[cfg(feature = "server")]
 pub mod serve;
+#[cfg(feature = "server")]
 pub mod telemetry;
+pub mod wire;
 
 /// A Raft node id, as in `cluster.toml`.
 pub type NodeId = u64;

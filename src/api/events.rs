@@ -17,15 +17,14 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::Stream;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 
 use super::extract::{ApiQuery, LockKey};
 use super::problem::ApiError;
-use super::views::rfc3339_ms;
 use super::App;
 use crate::locks::{Event, Key};
 use crate::node::Node;
+use crate::wire::{EventsQuery, LockEvent, StreamReset};
 
 /// Events read from storage per round while catching up.
 const CATCH_UP_BATCH: usize = 1_000;
@@ -33,28 +32,6 @@ const CATCH_UP_BATCH: usize = 1_000;
 const CLIENT_BUFFER: usize = 256;
 /// Comment lines keep idle connections (and proxies) alive.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
-
-/// Query of `GET /v1/locks/{key}/events`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventsQuery {
-    /// Replay stored events after this log index (as `Last-Event-ID` does).
-    after: Option<u64>,
-}
-
-/// The JSON of one SSE event.
-#[derive(Debug, Serialize)]
-struct EventView<'a> {
-    index: u64,
-    key: &'a str,
-    event: &'static str,
-    owner: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    token: Option<u64>,
-    at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    expires_at: Option<String>,
-}
 
 pub async fn events(
     State(app): State<App>,
@@ -144,11 +121,14 @@ async fn catch_up(node: &Node, key: &Key, after: u64, tx: &mpsc::Sender<SseEvent
             }
         };
         if !checked_gap && sent.saturating_add(1) < first {
-            let data = serde_json::json!({
-                "reason": "events before first_index are no longer stored on this node; re-read the lock",
-                "first_index": first,
-            });
-            let reset = SseEvent::default().event("reset").data(data.to_string());
+            let data = StreamReset {
+                first_index: first,
+                reason:
+                    "events before first_index are no longer stored on this node; re-read the lock"
+                        .into(),
+            };
+            let data = serde_json::to_string(&data).unwrap_or_default();
+            let reset = SseEvent::default().event("reset").data(data);
             tx.send(reset).await.ok()?;
         }
         checked_gap = true;
@@ -178,16 +158,7 @@ async fn send_all(tx: &mpsc::Sender<SseEvent>, events: &[&Event]) -> bool {
 }
 
 fn sse_event(e: &Event, with_id: bool) -> SseEvent {
-    let view = EventView {
-        index: e.index,
-        key: e.key.as_str(),
-        event: e.kind.as_str(),
-        owner: e.owner.as_str(),
-        token: e.token.map(|t| t.0),
-        at: rfc3339_ms(e.at_ms),
-        expires_at: e.expires_at_ms.map(rfc3339_ms),
-    };
-    let data = serde_json::to_string(&view).unwrap_or_default();
+    let data = serde_json::to_string(&LockEvent::from(e)).unwrap_or_default();
     let sse = SseEvent::default().event(e.kind.as_str()).data(data);
     if with_id {
         sse.id(e.index.to_string())

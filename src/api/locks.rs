@@ -3,109 +3,25 @@
 
 use axum::extract::State;
 use axum::Json;
-use serde::Deserialize;
 use tracing::instrument;
 
 use super::extract::{ApiJson, ApiQuery, LockKey};
 use super::problem::ApiError;
-use super::views::{
-    CancelView, GrantView, ListView, LockView, ReleaseView, ValidateView, WaiterView,
-};
 use super::{waiting, App};
-use crate::locks::{AcquireOptions, CancelReason, Command, Key, Owner, Reply, Token};
+use crate::locks::{AcquireOptions, Command, Key, Owner, Reply, Token};
 use crate::node::Consistency;
+use crate::wire::{
+    self, AcquireRequest, CancelRequest, Cancelled, Lease, ListQuery, LockInfo, LockPage,
+    ReadQuery, ReleaseRequest, Released, RenewRequest, ValidateRequest, Validation, WaiterInfo,
+};
 
-/// `POST /v1/locks/{key}/acquire`
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AcquireBody {
-    owner: String,
-    ttl_ms: Option<u64>,
-    wait_ms: Option<u64>,
-    lock_delay_ms: Option<u64>,
-}
-
-/// `POST /v1/locks/{key}/cancel`: leave the key's queue (and release the key if the
-/// queue granted it meanwhile).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CancelBody {
-    owner: String,
-    #[serde(default)]
-    reason: CancelReasonParam,
-}
-
-/// Why a wait is cancelled; recorded in the `wait_timeout` / `wait_cancelled` event.
-#[derive(Clone, Copy, Debug, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CancelReasonParam {
-    Timeout,
-    #[default]
-    Disconnected,
-}
-
-/// `POST /v1/locks/{key}/renew`
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RenewBody {
-    token: u64,
-    ttl_ms: Option<u64>,
-}
-
-/// `POST /v1/locks/{key}/release`: exactly one of `token` and `owner`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReleaseBody {
-    token: Option<u64>,
-    owner: Option<String>,
-}
-
-/// `POST /v1/locks/{key}/validate`
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ValidateBody {
-    token: u64,
-}
-
-/// `?consistency=` of reads.
-#[derive(Clone, Copy, Debug, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ConsistencyParam {
-    #[default]
-    Linearizable,
-    Local,
-}
-
-impl From<ConsistencyParam> for Consistency {
-    fn from(c: ConsistencyParam) -> Consistency {
+impl From<wire::Consistency> for Consistency {
+    fn from(c: wire::Consistency) -> Consistency {
         match c {
-            ConsistencyParam::Linearizable => Consistency::Linearizable,
-            ConsistencyParam::Local => Consistency::Local,
+            wire::Consistency::Linearizable => Consistency::Linearizable,
+            wire::Consistency::Local => Consistency::Local,
         }
     }
-}
-
-/// Query of `GET /v1/locks/{key}`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReadQuery {
-    #[serde(default)]
-    consistency: ConsistencyParam,
-    /// List the waiters of the key's queue.
-    #[serde(default)]
-    waiters: bool,
-}
-
-/// Query of `GET /v1/locks`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    #[serde(default)]
-    prefix: String,
-    limit: Option<usize>,
-    cursor: Option<String>,
-    #[serde(default)]
-    consistency: ConsistencyParam,
 }
 
 /// Number of locks in a list page when `limit` is not given.
@@ -115,17 +31,17 @@ fn owner(raw: String) -> Result<Owner, ApiError> {
     Owner::parse(raw).map_err(|e| ApiError::InvalidRequest(e.to_string()))
 }
 
-fn granted(reply: Reply) -> Result<Json<GrantView>, ApiError> {
+fn granted(reply: Reply) -> Result<Json<Lease>, ApiError> {
     match reply {
-        Reply::Granted(g) => Ok(Json(GrantView::from(&g))),
+        Reply::Granted(g) => Ok(Json(Lease::from(&g))),
         Reply::Refused(e) => Err(e.into()),
         other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
     }
 }
 
-fn released(reply: Reply) -> Result<Json<ReleaseView>, ApiError> {
+fn released(reply: Reply) -> Result<Json<Released>, ApiError> {
     match reply {
-        Reply::Released(r) => Ok(Json(ReleaseView::from(&r))),
+        Reply::Released(r) => Ok(Json(Released::from(&r))),
         Reply::Refused(e) => Err(e.into()),
         other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
     }
@@ -135,8 +51,8 @@ fn released(reply: Reply) -> Result<Json<ReleaseView>, ApiError> {
 pub async fn acquire(
     State(app): State<App>,
     LockKey(key): LockKey,
-    ApiJson(body): ApiJson<AcquireBody>,
-) -> Result<Json<GrantView>, ApiError> {
+    ApiJson(body): ApiJson<AcquireRequest>,
+) -> Result<Json<Lease>, ApiError> {
     let owner = owner(body.owner)?;
     let options = AcquireOptions {
         ttl_ms: app.ttl(body.ttl_ms)?,
@@ -149,7 +65,7 @@ pub async fn acquire(
     };
     if options.wait_ms > 0 {
         let grant = waiting::acquire(&app, key, owner, options).await?;
-        return Ok(Json(GrantView::from(&grant)));
+        return Ok(Json(Lease::from(&grant)));
     }
     let reply = app
         .node
@@ -176,13 +92,10 @@ fn bounded(name: &str, value: Option<u64>, max: u64) -> Result<u64, ApiError> {
 pub async fn cancel(
     State(app): State<App>,
     LockKey(key): LockKey,
-    ApiJson(body): ApiJson<CancelBody>,
-) -> Result<Json<CancelView>, ApiError> {
+    ApiJson(body): ApiJson<CancelRequest>,
+) -> Result<Json<Cancelled>, ApiError> {
     let owner = owner(body.owner)?;
-    let reason = match body.reason {
-        CancelReasonParam::Timeout => CancelReason::Timeout,
-        CancelReasonParam::Disconnected => CancelReason::Disconnected,
-    };
+    let reason = body.reason.into();
     let reply = app
         .node
         .write(|now_ms| Command::cancel_wait(key, owner, reason, now_ms))
@@ -192,7 +105,7 @@ pub async fn cancel(
             key,
             was_queued,
             released,
-        } => Ok(Json(CancelView {
+        } => Ok(Json(Cancelled {
             key: key.to_string(),
             was_queued,
             released_token: released.map(|t| t.0),
@@ -206,8 +119,8 @@ pub async fn cancel(
 pub async fn renew(
     State(app): State<App>,
     LockKey(key): LockKey,
-    ApiJson(body): ApiJson<RenewBody>,
-) -> Result<Json<GrantView>, ApiError> {
+    ApiJson(body): ApiJson<RenewRequest>,
+) -> Result<Json<Lease>, ApiError> {
     let ttl_ms = body.ttl_ms.map(|t| app.ttl(Some(t))).transpose()?;
     let token = Token(body.token);
     granted(
@@ -221,8 +134,8 @@ pub async fn renew(
 pub async fn release(
     State(app): State<App>,
     LockKey(key): LockKey,
-    ApiJson(body): ApiJson<ReleaseBody>,
-) -> Result<Json<ReleaseView>, ApiError> {
+    ApiJson(body): ApiJson<ReleaseRequest>,
+) -> Result<Json<Released>, ApiError> {
     let reply = match (body.token, body.owner) {
         (Some(token), None) => {
             app.node
@@ -248,7 +161,7 @@ pub async fn release(
 pub async fn force_release(
     State(app): State<App>,
     LockKey(key): LockKey,
-) -> Result<Json<ReleaseView>, ApiError> {
+) -> Result<Json<Released>, ApiError> {
     released(
         app.node
             .write(|now_ms| Command::force_release(key, now_ms))
@@ -261,18 +174,18 @@ pub async fn get(
     State(app): State<App>,
     LockKey(key): LockKey,
     ApiQuery(q): ApiQuery<ReadQuery>,
-) -> Result<Json<LockView>, ApiError> {
+) -> Result<Json<LockInfo>, ApiError> {
     let list_waiters = q.waiters;
     let found = app
         .node
         .read(q.consistency.into(), |t, now_ms| {
             t.get(&key, now_ms).map(|g| {
-                let mut view = LockView::from(g);
+                let mut view = LockInfo::from(g);
                 if let Some(st) = t.stored(&key) {
                     view.waiters = st.live_waiters(now_ms).count() as u64;
                     if list_waiters {
                         view.waiter_list =
-                            Some(st.live_waiters(now_ms).map(WaiterView::from).collect());
+                            Some(st.live_waiters(now_ms).map(WaiterInfo::from).collect());
                     }
                 }
                 view
@@ -288,7 +201,7 @@ pub async fn get(
 pub async fn list(
     State(app): State<App>,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<ListView>, ApiError> {
+) -> Result<Json<LockPage>, ApiError> {
     let max = app.node.config().api.max_list_limit;
     let limit = q.limit.unwrap_or(DEFAULT_LIST_LIMIT.min(max));
     if limit == 0 || limit > max {
@@ -312,7 +225,7 @@ pub async fn list(
             t.list(&prefix, cursor.as_ref(), limit + 1, now_ms)
                 .into_iter()
                 .map(|g| {
-                    let mut view = LockView::from(g);
+                    let mut view = LockInfo::from(g);
                     view.waiters = t.waiting(&g.key, now_ms) as u64;
                     view
                 })
@@ -325,15 +238,15 @@ pub async fn list(
     } else {
         None
     };
-    Ok(Json(ListView { locks, next_cursor }))
+    Ok(Json(LockPage { locks, next_cursor }))
 }
 
 #[instrument(skip_all, fields(key = %key, token = body.token))]
 pub async fn validate(
     State(app): State<App>,
     LockKey(key): LockKey,
-    ApiJson(body): ApiJson<ValidateBody>,
-) -> Result<Json<ValidateView>, ApiError> {
+    ApiJson(body): ApiJson<ValidateRequest>,
+) -> Result<Json<Validation>, ApiError> {
     let token = Token(body.token);
     let v = app
         .node
@@ -341,8 +254,5 @@ pub async fn validate(
             t.validate(&key, token, now_ms)
         })
         .await?;
-    Ok(Json(ValidateView {
-        valid: v.valid,
-        current_token: v.current_token.map(|t| t.0),
-    }))
+    Ok(Json(Validation::from(v)))
 }

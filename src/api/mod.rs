@@ -11,7 +11,6 @@ pub mod health;
 pub mod locks;
 pub mod problem;
 pub mod raft_rpc;
-pub mod views;
 pub mod waiting;
 
 use std::sync::atomic::{AtomicU64, Ordering};

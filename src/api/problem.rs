@@ -2,11 +2,10 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value};
 
-use super::views::{rfc3339_ms, GrantView};
 use crate::locks::LockError;
 use crate::node::NodeError;
+use crate::wire::{rfc3339_ms, ErrorCode, Lease, Problem};
 
 /// Seconds a client should wait before retrying a 503.
 pub const RETRY_AFTER_SECS: u64 = 1;
@@ -25,10 +24,7 @@ pub enum ApiError {
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{detail}")]
-    LockHeld {
-        detail: String,
-        holder: Box<GrantView>,
-    },
+    LockHeld { detail: String, holder: Box<Lease> },
     /// Nobody holds the key, but a lock-delay or the queue keeps it from a non-waiting
     /// acquire (code `LOCK_HELD`).
     #[error("{detail}")]
@@ -54,40 +50,41 @@ pub enum ApiError {
 
 impl ApiError {
     /// The stable `code`, the HTTP status and the title.
-    pub fn parts(&self) -> (&'static str, StatusCode, &'static str) {
+    pub fn parts(&self) -> (ErrorCode, StatusCode, &'static str) {
         use ApiError::*;
+        use ErrorCode as C;
         match self {
-            InvalidKey(_) => ("INVALID_KEY", StatusCode::BAD_REQUEST, "Invalid key"),
+            InvalidKey(_) => (C::InvalidKey, StatusCode::BAD_REQUEST, "Invalid key"),
             InvalidRequest(_) => (
-                "INVALID_REQUEST",
+                C::InvalidRequest,
                 StatusCode::BAD_REQUEST,
                 "Invalid request",
             ),
-            NotFound(_) => ("INVALID_REQUEST", StatusCode::NOT_FOUND, "No such endpoint"),
+            NotFound(_) => (C::InvalidRequest, StatusCode::NOT_FOUND, "No such endpoint"),
             MethodNotAllowed(_) => (
-                "INVALID_REQUEST",
+                C::InvalidRequest,
                 StatusCode::METHOD_NOT_ALLOWED,
                 "Method not allowed",
             ),
             PayloadTooLarge(_) => (
-                "PAYLOAD_TOO_LARGE",
+                C::PayloadTooLarge,
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "Payload too large",
             ),
-            LockHeld { .. } => ("LOCK_HELD", StatusCode::CONFLICT, "Lock is held"),
-            LockUnavailable { .. } => ("LOCK_HELD", StatusCode::CONFLICT, "Lock is not available"),
-            WaitTimeout(_) => ("WAIT_TIMEOUT", StatusCode::CONFLICT, "Wait timed out"),
-            LockLost(_) => ("LOCK_LOST", StatusCode::CONFLICT, "Lock lost"),
-            LockNotFound(_) => ("LOCK_NOT_FOUND", StatusCode::NOT_FOUND, "Lock not found"),
-            NotOwner(_) => ("NOT_OWNER", StatusCode::FORBIDDEN, "Not the owner"),
-            NoLeader(_) => ("NO_LEADER", StatusCode::SERVICE_UNAVAILABLE, "No leader"),
+            LockHeld { .. } => (C::LockHeld, StatusCode::CONFLICT, "Lock is held"),
+            LockUnavailable { .. } => (C::LockHeld, StatusCode::CONFLICT, "Lock is not available"),
+            WaitTimeout(_) => (C::WaitTimeout, StatusCode::CONFLICT, "Wait timed out"),
+            LockLost(_) => (C::LockLost, StatusCode::CONFLICT, "Lock lost"),
+            LockNotFound(_) => (C::LockNotFound, StatusCode::NOT_FOUND, "Lock not found"),
+            NotOwner(_) => (C::NotOwner, StatusCode::FORBIDDEN, "Not the owner"),
+            NoLeader(_) => (C::NoLeader, StatusCode::SERVICE_UNAVAILABLE, "No leader"),
             OutcomeUnknown(_) => (
-                "OUTCOME_UNKNOWN",
+                C::OutcomeUnknown,
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Outcome unknown",
             ),
             Internal(_) => (
-                "INTERNAL",
+                C::Internal,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Internal error",
             ),
@@ -100,7 +97,7 @@ impl From<LockError> for ApiError {
         match e {
             LockError::Held { ref holder } => ApiError::LockHeld {
                 detail: e.to_string(),
-                holder: Box::new(GrantView::from(holder)),
+                holder: Box::new(Lease::from(holder)),
             },
             LockError::Unavailable { until_ms, .. } => ApiError::LockUnavailable {
                 detail: e.to_string(),
@@ -129,23 +126,15 @@ impl From<NodeError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (code, status, title) = self.parts();
-        let mut body = json!({
-            "type": format!("https://baton.dev/errors/{}", code.to_ascii_lowercase().replace('_', "-")),
-            "title": title,
-            "status": status.as_u16(),
-            "code": code,
-            "detail": self.to_string(),
-        });
-        if let ApiError::LockHeld { holder, .. } = &self {
-            body["holder"] = serde_json::to_value(holder.as_ref()).unwrap_or(Value::Null);
+        let mut body = Problem::new(code, status.as_u16(), title, self.to_string());
+        match &self {
+            ApiError::LockHeld { holder, .. } => body.holder = Some(holder.as_ref().clone()),
+            ApiError::LockUnavailable { available_at, .. } => {
+                body.available_at.clone_from(available_at)
+            }
+            _ => {}
         }
-        if let ApiError::LockUnavailable {
-            available_at: Some(at),
-            ..
-        } = &self
-        {
-            body["available_at"] = Value::String(at.clone());
-        }
+        let code = code.as_str();
         match status {
             StatusCode::INTERNAL_SERVER_ERROR => {
                 tracing::error!(code, detail = %self, "request failed")

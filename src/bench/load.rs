@@ -32,11 +32,10 @@ use tokio::time::Instant;
 use super::conn::{Answer, Conn, TransportError};
 use super::stats::{Op, Outcome, Recorder};
 use super::Mode;
+use crate::wire::{AcquireRequest, ErrorCode, ReleaseRequest};
 
 /// Pause after an error before the next request.
 pub const ERROR_BACKOFF: Duration = Duration::from_millis(20);
-/// The refusal contended mode expects: someone else holds the key.
-pub const LOCK_HELD: &str = "LOCK_HELD";
 
 /// What every worker of a run shares.
 #[derive(Clone, Debug)]
@@ -63,33 +62,34 @@ pub struct Live {
     pub errors: AtomicU64,
 }
 
-/// The part of a problem+json body the benchmark reads.
+/// The part of a problem+json body the benchmark reads (the rest is skipped, not
+/// decoded: contended runs classify thousands of refusals a second).
 #[derive(Deserialize)]
-struct ProblemBody {
-    code: Option<String>,
+struct ProblemCode {
+    code: Option<ErrorCode>,
 }
 
-/// The part of a grant the benchmark reads.
+/// The part of a grant ([`crate::wire::Lease`]) the benchmark reads.
 #[derive(Deserialize)]
-struct GrantBody {
+struct GrantToken {
     token: u64,
 }
 
 /// What an answer means for the report: the outcome, and the body when it succeeded.
 pub fn classify(
     result: Result<Answer, TransportError>,
-    expected: Option<&'static str>,
+    expected: Option<ErrorCode>,
 ) -> (Outcome, Option<Bytes>) {
     match result {
         Ok(a) if a.status.is_success() => (Outcome::Success, Some(a.body)),
         Ok(a) => {
-            let code = serde_json::from_slice::<ProblemBody>(&a.body)
+            let code = serde_json::from_slice::<ProblemCode>(&a.body)
                 .ok()
-                .and_then(|p| p.code)
-                .unwrap_or_else(|| format!("HTTP_{}", a.status.as_u16()));
-            match expected {
-                Some(e) if e == code => (Outcome::Refused(e), None),
-                _ => (Outcome::Error(code), None),
+                .and_then(|p| p.code);
+            match (code, expected) {
+                (Some(c), Some(e)) if c == e => (Outcome::Refused(e.as_str()), None),
+                (Some(c), _) => (Outcome::Error(c.as_str().to_string()), None),
+                (None, _) => (Outcome::Error(format!("HTTP_{}", a.status.as_u16())), None),
             }
         }
         Err(e) => (Outcome::Error(e.kind()), None),
@@ -98,19 +98,27 @@ pub fn classify(
 
 /// The token of a grant body, if it is one.
 pub fn token_of(body: &[u8]) -> Option<u64> {
-    serde_json::from_slice::<GrantBody>(body)
+    serde_json::from_slice::<GrantToken>(body)
         .ok()
         .map(|g| g.token)
 }
 
 /// The body of an acquire request.
 pub fn acquire_body(owner: &str, ttl_ms: u64) -> Bytes {
-    Bytes::from(serde_json::json!({ "owner": owner, "ttl_ms": ttl_ms }).to_string())
+    let body = AcquireRequest {
+        owner: owner.to_string(),
+        ttl_ms: Some(ttl_ms),
+        ..Default::default()
+    };
+    Bytes::from(serde_json::to_vec(&body).expect("a struct of strings and numbers serialises"))
 }
 
 /// The body of a release-by-token request.
 pub fn release_body(token: u64) -> Bytes {
-    Bytes::from(format!("{{\"token\":{token}}}"))
+    Bytes::from(
+        serde_json::to_vec(&ReleaseRequest::by_token(token))
+            .expect("a struct of numbers serialises"),
+    )
 }
 
 /// One connection's closed loop.
@@ -165,7 +173,8 @@ impl Worker {
                     .await;
                 }
                 Mode::Cycle | Mode::Contended => {
-                    let expected = (self.plan.mode == Mode::Contended).then_some(LOCK_HELD);
+                    let expected =
+                        (self.plan.mode == Mode::Contended).then_some(ErrorCode::LockHeld);
                     let body = Some(acquire.clone());
                     let granted = self
                         .call(Op::Acquire, Method::POST, &acquire_path, body, expected)
@@ -193,7 +202,7 @@ impl Worker {
         method: Method,
         path: &str,
         body: Option<Bytes>,
-        expected: Option<&'static str>,
+        expected: Option<ErrorCode>,
     ) -> Option<Bytes> {
         let started = Instant::now();
         let result = self.conn.send(method, path, body).await;
@@ -239,15 +248,19 @@ mod tests {
     fn problems_are_errors_by_code_unless_expected() {
         let held = r#"{"status":409,"code":"LOCK_HELD","holder":{}}"#;
         assert_eq!(
-            classify(answer(409, held), Some(LOCK_HELD)).0,
-            Outcome::Refused(LOCK_HELD)
+            classify(answer(409, held), Some(ErrorCode::LockHeld)).0,
+            Outcome::Refused("LOCK_HELD")
         );
         assert_eq!(
             classify(answer(409, held), None).0,
             Outcome::Error("LOCK_HELD".into())
         );
         assert_eq!(
-            classify(answer(503, r#"{"code":"NO_LEADER"}"#), Some(LOCK_HELD)).0,
+            classify(
+                answer(503, r#"{"code":"NO_LEADER"}"#),
+                Some(ErrorCode::LockHeld)
+            )
+            .0,
             Outcome::Error("NO_LEADER".into())
         );
         assert_eq!(

@@ -23,7 +23,7 @@ use super::cpu::{percent_of_one_core, process_cpu_time};
 use super::load::{acquire_body, classify, read_key, release_body, token_of, Live, Plan, Worker};
 use super::report::{ClientUsage, Report};
 use super::stats::{Outcome, Recorder};
-use super::topology::{self, normalize_endpoint};
+use super::topology;
 use super::{BenchError, Mode, Target};
 
 /// How often the progress callback runs.
@@ -95,8 +95,8 @@ pub async fn run(
     let endpoints: Vec<String> = settings
         .endpoints
         .iter()
-        .map(|e| normalize_endpoint(e))
-        .collect();
+        .map(|e| crate::wire::parse_endpoint(e).map_err(|e| BenchError::Invalid(e.to_string())))
+        .collect::<Result<_, _>>()?;
     let topology = topology::discover(&endpoints, topology::LEADER_WAIT).await?;
     let targets = topology.targets(settings.target)?;
     let run_id = random_run_id();

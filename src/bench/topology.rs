@@ -10,30 +10,16 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use hyper::{Method, StatusCode};
-use serde::Deserialize;
 
 use super::conn::Conn;
 use super::{BenchError, Target};
+use crate::wire::ClusterView;
 use crate::NodeId;
 
 /// How long discovery waits for some endpoint to report a leader.
 pub const LEADER_WAIT: Duration = Duration::from_secs(10);
 /// Pause between discovery rounds while no leader is known.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
-
-/// The part of `GET /v1/cluster` the benchmark needs.
-#[derive(Debug, Deserialize)]
-struct ClusterView {
-    leader_id: Option<NodeId>,
-    #[serde(default)]
-    members: Vec<MemberView>,
-}
-
-#[derive(Debug, Deserialize)]
-struct MemberView {
-    id: NodeId,
-    api: String,
-}
 
 /// The cluster as seen at the start of the run.
 #[derive(Clone, Debug, PartialEq)]
@@ -43,13 +29,6 @@ pub struct Topology {
     pub leader_id: NodeId,
     /// The leader's API address: an endpoint when one matches, else from `members`.
     pub leader_api: String,
-}
-
-/// Strips an optional `http://` and trailing `/` so `host:port` remains.
-pub fn normalize_endpoint(raw: &str) -> String {
-    let s = raw.trim();
-    let s = s.strip_prefix("http://").unwrap_or(s);
-    s.trim_end_matches('/').to_string()
 }
 
 /// Whether two `host:port` strings name the same socket (exact text, or equal once
@@ -151,30 +130,36 @@ impl Topology {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::{MemberView, Role};
 
     fn view(leader: Option<NodeId>) -> ClusterView {
         ClusterView {
+            node_id: 1,
+            state: Role::Follower,
             leader_id: leader,
+            term: 1,
             members: (1..=3)
                 .map(|id| MemberView {
                     id,
                     api: format!("127.0.0.1:700{id}"),
+                    raft: format!("127.0.0.1:710{id}"),
+                    voter: true,
                 })
                 .collect(),
+            last_log_index: None,
+            committed_index: None,
+            applied_index: None,
+            snapshot_index: None,
+            purged_index: None,
+            applied_cluster_time_ms: 0,
+            locks_stored: 0,
+            quorum: None,
+            peers: vec![],
         }
     }
 
     fn eps(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn endpoints_are_normalised() {
-        assert_eq!(
-            normalize_endpoint(" http://127.0.0.1:7001/ "),
-            "127.0.0.1:7001"
-        );
-        assert_eq!(normalize_endpoint("localhost:7001"), "localhost:7001");
     }
 
     #[test]

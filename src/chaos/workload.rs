@@ -26,10 +26,15 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::history::{Holder, Op, OpKind, Outcome};
 use super::resource::{self, Resource, WriteAnswer, WriteRequest};
+use crate::wire::{
+    parse_rfc3339_ms, AcquireRequest, ErrorCode, Lease, LockInfo, Problem, ReleaseRequest,
+    Released, RenewRequest,
+};
 
 /// Which part of the workload a process runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -103,20 +108,17 @@ impl Recorder {
     }
 }
 
-/// Milliseconds since the epoch of an RFC 3339 time in a JSON answer.
-fn rfc3339_ms(v: &Value) -> Option<u64> {
-    let t =
-        time::OffsetDateTime::parse(v.as_str()?, &time::format_description::well_known::Rfc3339)
-            .ok()?;
-    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+/// Milliseconds since the epoch of a wire time.
+fn time_ms(text: &str) -> Option<u64> {
+    parse_rfc3339_ms(text).ok()
 }
 
-/// The holder in a lock view or a `LOCK_HELD` problem.
-fn holder_of(v: &Value) -> Option<Holder> {
+/// The holder a lock view or a `LOCK_HELD` problem names.
+fn holder(owner: &str, token: u64, expires_at: &str) -> Option<Holder> {
     Some(Holder {
-        owner: v["owner"].as_str()?.to_string(),
-        token: v["token"].as_u64()?,
-        expires_at_ms: rfc3339_ms(&v["expires_at"])?,
+        owner: owner.to_string(),
+        token,
+        expires_at_ms: time_ms(expires_at)?,
     })
 }
 
@@ -143,28 +145,40 @@ impl Client {
         self.endpoints[i].clone()
     }
 
-    async fn call(&mut self, method: reqwest::Method, path: &str, body: Option<Value>) -> Answer {
+    async fn call<B: Serialize>(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Answer {
         let endpoint = self.endpoint();
         let url = format!("http://{endpoint}{path}");
         let mut req = self.http.request(method, url);
         if let Some(b) = body {
-            req = req.json(&b);
+            req = req.json(b);
         }
         match req.send().await {
             Ok(resp) => {
                 let status = resp.status();
                 let body: Value = resp.json().await.unwrap_or(Value::Null);
-                let code = body["code"].as_str().map(str::to_string);
-                let outcome = match (status.as_u16(), code.as_deref()) {
+                // Only error answers carry a code; a problem without one has none here.
+                let code = (!status.is_success())
+                    .then(|| Problem::deserialize(&body).ok())
+                    .flatten()
+                    .map(|p| p.code)
+                    .filter(|c| *c != ErrorCode::Unknown);
+                let outcome = match (status.as_u16(), code) {
                     (200, _) => Outcome::Ok,
-                    (503, Some("OUTCOME_UNKNOWN")) | (500, _) => Outcome::Unknown,
+                    (503, Some(ErrorCode::OutcomeUnknown)) | (500, _) => Outcome::Unknown,
                     _ => Outcome::Fail,
                 };
                 Answer {
                     endpoint,
                     outcome,
                     body,
-                    error: code.or_else(|| (!status.is_success()).then(|| status.to_string())),
+                    error: code
+                        .map(|c| c.as_str().to_string())
+                        .or_else(|| (!status.is_success()).then(|| status.to_string())),
                 }
             }
             Err(e) => Answer {
@@ -197,16 +211,25 @@ impl Client {
             a.outcome,
         );
         if grant {
-            op.token = token.or_else(|| a.body["token"].as_u64());
-            op.acquired_at_ms = rfc3339_ms(&a.body["acquired_at"]);
-            op.expires_at_ms = rfc3339_ms(&a.body["expires_at"]);
-            op.ttl_ms = a.body["ttl_ms"].as_u64();
+            if let Ok(lease) = Lease::deserialize(&a.body) {
+                op.token = token.or(Some(lease.token));
+                op.acquired_at_ms = time_ms(&lease.acquired_at);
+                op.expires_at_ms = time_ms(&lease.expires_at);
+                op.ttl_ms = Some(lease.ttl_ms);
+            }
         }
-        op.released = a.body["released"].as_bool();
-        op.at_ms = rfc3339_ms(&a.body["timestamp"]);
+        if let Ok(r) = Released::deserialize(&a.body) {
+            op.released = Some(r.released);
+            op.at_ms = time_ms(&r.timestamp);
+        }
         op.holder = match kind {
-            OpKind::Read if ok => holder_of(&a.body),
-            OpKind::Acquire => holder_of(&a.body["holder"]),
+            OpKind::Read if ok => LockInfo::deserialize(&a.body)
+                .ok()
+                .and_then(|l| holder(&l.owner, l.token, &l.expires_at)),
+            OpKind::Acquire if !ok => Problem::deserialize(&a.body)
+                .ok()
+                .and_then(|p| p.holder)
+                .and_then(|h| holder(&h.owner, h.token, &h.expires_at)),
             _ => None,
         };
         op.error = a.error.clone();
@@ -220,7 +243,11 @@ impl Client {
             .call(
                 reqwest::Method::POST,
                 &format!("/v1/locks/{key}/acquire"),
-                Some(json!({"owner": self.name, "ttl_ms": ttl_ms})),
+                Some(&AcquireRequest {
+                    owner: self.name.clone(),
+                    ttl_ms: Some(ttl_ms),
+                    ..Default::default()
+                }),
             )
             .await;
         let op = self.op(OpKind::Acquire, key, None, t, &a);
@@ -235,7 +262,10 @@ impl Client {
             .call(
                 reqwest::Method::POST,
                 &format!("/v1/locks/{key}/renew"),
-                Some(json!({"token": token, "ttl_ms": ttl_ms})),
+                Some(&RenewRequest {
+                    token,
+                    ttl_ms: Some(ttl_ms),
+                }),
             )
             .await;
         let ok = a.outcome == Outcome::Ok;
@@ -250,7 +280,7 @@ impl Client {
             .call(
                 reqwest::Method::POST,
                 &format!("/v1/locks/{key}/release"),
-                Some(json!({"token": token})),
+                Some(&ReleaseRequest::by_token(token)),
             )
             .await;
         let op = self.op(OpKind::Release, key, Some(token), t, &a);
@@ -260,10 +290,14 @@ impl Client {
     async fn read(&mut self, key: &str) {
         let t = self.rec.now_ms();
         let a = self
-            .call(reqwest::Method::GET, &format!("/v1/locks/{key}"), None)
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/locks/{key}"),
+                None::<&()>,
+            )
             .await;
         let mut op = self.op(OpKind::Read, key, None, t, &a);
-        if a.error.as_deref() == Some("LOCK_NOT_FOUND") {
+        if a.error.as_deref() == Some(ErrorCode::LockNotFound.as_str()) {
             op.outcome = Outcome::Ok;
         }
         self.rec.push(op);

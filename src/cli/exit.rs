@@ -5,11 +5,19 @@ use crate::client::ClientError;
 
 /// Success.
 pub const OK: u8 = 0;
-/// Any other error (bad arguments, a refused request, an unexpected answer).
+/// An error: a refused request (`INVALID_REQUEST`, `NOT_OWNER`, …), an unexpected
+/// answer, no endpoints to talk to.
 pub const ERROR: u8 = 1;
-/// `get`: the key has no live lock; `validate`: the token is not the holder.
+/// Bad usage, found before anything is sent: an unknown option, a missing or malformed
+/// argument (a bad duration or key, a token that is not a number). Clap's own code,
+/// as for most command-line tools.
+pub const USAGE: u8 = 2;
+/// `get`: the key has no live lock; `validate`: the token is not the holder;
+/// `release`: nothing was released under the token (the key is free, or held under
+/// another token).
 pub const NO: u8 = 3;
-/// No node gave an answer in time (EX_UNAVAILABLE).
+/// No node could serve in time (no leader, no quorum, nodes down; EX_UNAVAILABLE);
+/// `status`: no node reports a leader with a quorum.
 pub const UNAVAILABLE: u8 = 69;
 /// The lock is held by someone else, or the wait in its queue ran out (EX_TEMPFAIL).
 pub const NOT_ACQUIRED: u8 = 75;
@@ -20,9 +28,11 @@ pub const CANNOT_RUN: u8 = 127;
 
 /// The text for `--help`.
 pub const HELP: &str =
-    "Exit codes: 0 ok; 1 error; 3 no such lock (get) / token not valid (validate); \
-69 no node answered; 75 lock held or wait timed out (not acquired); 76 lock lost; \
-127 command could not be run. `baton lock` exits with its command's code (128+N for signal N).";
+    "Exit codes: 0 ok; 1 error (a refused request); 2 bad usage (unknown option, malformed \
+argument); 3 no (get: no lock; validate: token not the holder; release: nothing released); \
+69 no node could serve in time (no leader, no quorum, nodes down); 75 lock held or wait timed \
+out (not acquired); 76 lock lost; 127 command could not be run. `baton lock` exits with its \
+command's code (128+N for signal N).";
 
 /// The exit code for a failed client call.
 pub fn for_client_error(e: &ClientError) -> u8 {
@@ -32,6 +42,8 @@ pub fn for_client_error(e: &ClientError) -> u8 {
         }
         ClientError::Lost(_) => LOCK_LOST,
         ClientError::NoAnswer { .. } => UNAVAILABLE,
-        ClientError::Rejected { .. } | ClientError::Config(_) => ERROR,
+        ClientError::Rejected { .. }
+        | ClientError::UnexpectedAnswer { .. }
+        | ClientError::Config(_) => ERROR,
     }
 }

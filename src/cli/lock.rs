@@ -31,9 +31,10 @@ const TICK: Duration = Duration::from_millis(50);
 /// Arguments of `baton lock`.
 #[derive(Debug, Args)]
 pub struct LockArgs {
-    /// The lock key.
+    /// The lock key: 1 to 255 bytes of A-Z a-z 0-9 . _ : -
+    #[arg(value_parser = super::locks::parse_key)]
     pub key: String,
-    /// Lease length; renewed about every third of it while CMD runs.
+    /// Lease length (e.g. 30s, 1m30s); renewed about every third of it while CMD runs.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub ttl: Duration,
     /// Wait this long in the key's FIFO queue when it is held (0: fail at once).

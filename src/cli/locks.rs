@@ -1,5 +1,6 @@
 //! `baton acquire | renew | release | get | ls | validate | status`: one client call
-//! each, for scripts. Human output by default, `--json` for machines; exit codes in
+//! each, for scripts. Text by default — as little as a script needs (`acquire` prints
+//! only the token) — and `--json` for machines, errors included. Exit codes in
 //! [`super::exit`].
 
 use std::process::ExitCode;
@@ -12,15 +13,31 @@ use super::duration::parse_duration;
 use super::exit;
 use super::ClientArgs;
 use crate::client::{Client, ClientError, Granted, LockInfo};
+use crate::wire::{self, NotReleased};
+
+/// Help of every KEY argument.
+const KEY_HELP: &str = "The lock key: 1 to 255 bytes of A-Z a-z 0-9 . _ : -";
+
+/// A clap value parser: the key must be one a node accepts (a `/` would change the URL).
+pub(super) fn parse_key(raw: &str) -> Result<String, String> {
+    wire::check_key(raw)
+        .map(|()| raw.to_string())
+        .map_err(|e| e.to_string())
+}
 
 /// The one-call client commands.
 #[derive(Debug, Subcommand)]
 pub enum LockCommand {
-    /// Take a lock (waiting up to --wait in its queue); prints the token.
+    /// Take a lock and print its fencing token: only the number, so that
+    /// `T=$(baton acquire KEY)` works (--json: the whole grant). Exit 75 when someone
+    /// else holds it or --wait ran out.
     Acquire {
+        #[arg(help = KEY_HELP, value_parser = parse_key)]
         key: String,
+        /// Lease length (e.g. 30s, 1m30s); renew before it runs out.
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         ttl: Duration,
+        /// When the key is held, wait this long in its FIFO queue (0s: fail at once).
         #[arg(long, default_value = "0s", value_parser = parse_duration)]
         wait: Duration,
         /// Owner name [default: HOSTNAME-PID].
@@ -29,9 +46,12 @@ pub enum LockCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Extend the lease held under TOKEN.
+    /// Extend the lease held under TOKEN; prints `KEY token=… owner=… expires=…`.
+    /// Exit 76 when TOKEN no longer holds the lock.
     Renew {
+        #[arg(help = KEY_HELP, value_parser = parse_key)]
         key: String,
+        /// The fencing token `acquire` printed.
         token: u64,
         /// New lease length [default: the grant's].
         #[arg(long, value_parser = parse_duration)]
@@ -39,15 +59,19 @@ pub enum LockCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Release the lock held under TOKEN.
+    /// Release the lock held under TOKEN. Exit 3 when nothing was released (the key is
+    /// free, or held under another token).
     Release {
+        #[arg(help = KEY_HELP, value_parser = parse_key)]
         key: String,
+        /// The fencing token `acquire` printed.
         token: u64,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Show the live lock on KEY (exit 3 when there is none).
     Get {
+        #[arg(help = KEY_HELP, value_parser = parse_key)]
         key: String,
         #[command(flatten)]
         client: ClientArgs,
@@ -65,12 +89,15 @@ pub enum LockCommand {
     },
     /// Is TOKEN the live holder of KEY right now? (exit 3 when not)
     Validate {
+        #[arg(help = KEY_HELP, value_parser = parse_key)]
         key: String,
+        /// The fencing token to check.
         token: u64,
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Show the cluster as a node sees it.
+    /// Ask every node for its view: role, term, applied index, quorum and unreachable
+    /// peers. Exit 69 when no node answered or none reports a leader with a quorum.
     Status {
         #[command(flatten)]
         client: ClientArgs,
@@ -92,10 +119,10 @@ impl LockCommand {
 }
 
 /// Output of one command: what to print and the exit code.
-struct Outcome {
-    human: String,
-    json: Value,
-    code: u8,
+pub(super) struct Outcome {
+    pub human: String,
+    pub json: Value,
+    pub code: u8,
 }
 
 /// Runs one command; returns the process exit code.
@@ -105,7 +132,11 @@ pub fn run(cmd: LockCommand) -> ExitCode {
     let client = match args.connect() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("baton: {e:#}");
+            let message = format!("{e:#}");
+            if json_out {
+                println!("{}", json!({"error": message, "code": null}));
+            }
+            eprintln!("baton: {message}");
             return ExitCode::from(exit::ERROR);
         }
     };
@@ -130,12 +161,22 @@ pub fn run(cmd: LockCommand) -> ExitCode {
         }
         Err(e) => {
             if json_out {
-                println!("{}", json!({"error": e.to_string()}));
+                println!("{}", error_json(&e));
             }
             eprintln!("baton: {e}");
             ExitCode::from(exit::for_client_error(&e))
         }
     }
+}
+
+/// `{"error": sentence, "code": "LOCK_HELD" | … | null, "holder": grant}` (holder only
+/// with `LOCK_HELD` from another owner).
+fn error_json(e: &ClientError) -> Value {
+    let mut v = json!({"error": e.to_string(), "code": e.code()});
+    if let ClientError::Held { holder, .. } = e {
+        v["holder"] = json!(holder);
+    }
+    v
 }
 
 async fn call(client: &Client, cmd: LockCommand) -> Result<Outcome, ClientError> {
@@ -148,29 +189,37 @@ async fn call(client: &Client, cmd: LockCommand) -> Result<Outcome, ClientError>
             ..
         } => {
             let owner = owner.unwrap_or_else(super::lock::default_owner);
-            granted(client.acquire(&key, &owner, ttl, wait).await?)
+            let g = client.acquire(&key, &owner, ttl, wait).await?;
+            Outcome {
+                human: g.lease.token.to_string(),
+                json: json!(g.lease),
+                code: exit::OK,
+            }
         }
         LockCommand::Renew {
             key, token, ttl, ..
         } => granted(client.renew(&key, token, ttl).await?),
         LockCommand::Release { key, token, .. } => {
             let r = client.release(&key, token).await?;
-            let human = match (&r.released, &r.reason) {
-                (true, _) => format!("released {key}"),
-                (false, Some(reason)) => format!("{key} not released: {reason}"),
-                (false, None) => format!("{key} not released"),
+            let human = match r.reason {
+                None if r.released => format!("released {key} (token {token})"),
+                Some(NotReleased::TokenMismatch) => {
+                    format!("{key} not released: it is held under another token, not {token}")
+                }
+                Some(NotReleased::NotHeld) | None => {
+                    format!("{key} not released: it has no live lock (expired or released)")
+                }
             };
-            let json = json!({"key": r.key, "released": r.released, "reason": r.reason, "timestamp": r.timestamp});
             Outcome {
                 human,
-                json,
-                code: exit::OK,
+                json: json!(r),
+                code: if r.released { exit::OK } else { exit::NO },
             }
         }
         LockCommand::Get { key, .. } => match client.get(&key).await? {
             Some(lock) => Outcome {
                 human: lock_line(&lock),
-                json: lock_json(&lock),
+                json: json!(lock),
                 code: exit::OK,
             },
             None => Outcome {
@@ -187,10 +236,9 @@ async fn call(client: &Client, cmd: LockCommand) -> Result<Outcome, ClientError>
                 .map(lock_line)
                 .collect::<Vec<_>>()
                 .join("\n");
-            let json = json!({"locks": page.locks.iter().map(lock_json).collect::<Vec<_>>(), "next_cursor": page.next_cursor});
             Outcome {
                 human,
-                json,
+                json: json!(page),
                 code: exit::OK,
             }
         }
@@ -206,27 +254,11 @@ async fn call(client: &Client, cmd: LockCommand) -> Result<Outcome, ClientError>
             };
             Outcome {
                 human,
-                json: json!({"valid": v.valid, "current_token": v.current_token}),
+                json: json!(v),
                 code: if v.valid { exit::OK } else { exit::NO },
             }
         }
-        LockCommand::Status { .. } => {
-            let s = client.cluster_status().await?;
-            let human = format!(
-                "node {} ({}), leader {}, term {}, applied index {}, locks stored {}",
-                s["node_id"],
-                s["state"].as_str().unwrap_or("?"),
-                s["leader_id"],
-                s["term"],
-                s["applied_index"],
-                s["locks_stored"]
-            );
-            Outcome {
-                human,
-                json: s,
-                code: exit::OK,
-            }
-        }
+        LockCommand::Status { .. } => super::status::status(client).await,
     })
 }
 
@@ -237,7 +269,7 @@ fn granted(g: Granted) -> Outcome {
             "{} token={} owner={} expires={}",
             l.key, l.token, l.owner, l.expires_at
         ),
-        json: json!({"key": l.key, "owner": l.owner, "token": l.token, "acquired_at": l.acquired_at, "expires_at": l.expires_at, "ttl_ms": l.ttl_ms}),
+        json: json!(l),
         code: exit::OK,
     }
 }
@@ -249,6 +281,44 @@ fn lock_line(l: &LockInfo) -> String {
     )
 }
 
-fn lock_json(l: &LockInfo) -> Value {
-    json!({"key": l.key, "owner": l.owner, "token": l.token, "acquired_at": l.acquired_at, "renewed_at": l.renewed_at, "expires_at": l.expires_at, "ttl_ms": l.ttl_ms, "waiters": l.waiters})
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::Lease;
+
+    #[test]
+    fn json_errors_carry_the_code_and_the_holder() {
+        let holder = Lease {
+            key: "k".into(),
+            owner: "other".into(),
+            token: 7,
+            acquired_at: "a".into(),
+            expires_at: "e".into(),
+            ttl_ms: 1_000,
+        };
+        let held = ClientError::Held {
+            key: "k".into(),
+            holder: Box::new(holder),
+        };
+        let v = error_json(&held);
+        assert_eq!(v["code"], "LOCK_HELD");
+        assert_eq!(v["holder"]["owner"], "other");
+        assert_eq!(v["holder"]["token"], 7);
+        let lost = error_json(&ClientError::Lost("gone".into()));
+        assert_eq!(lost["code"], "LOCK_LOST");
+        assert!(lost.get("holder").is_none());
+        let config = error_json(&ClientError::Config("no endpoints given".into()));
+        assert_eq!(config["code"], Value::Null);
+        assert_eq!(config["error"], "no endpoints given");
+    }
+
+    #[test]
+    fn keys_are_checked_before_anything_is_sent() {
+        assert_eq!(parse_key("deploy:prod"), Ok("deploy:prod".into()));
+        let err = parse_key("a/b").unwrap_err();
+        assert!(
+            err.contains("key") && err.contains("[A-Za-z0-9._:-]"),
+            "{err}"
+        );
+    }
 }

@@ -7,6 +7,7 @@ pub mod exit;
 pub mod lock;
 pub mod locks;
 pub mod server;
+mod status;
 pub mod watch;
 
 use std::process::ExitCode;
@@ -46,7 +47,18 @@ pub enum Commands {
 
 /// Parses the command line and runs the subcommand; the exit code is the command's.
 pub fn run() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // `--help` and `--version` "fail" to stdout; real usage errors go to stderr.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
+        }
+    };
     match cli.command {
         Commands::Server(args) => server::run(args),
         Commands::Bench(args) => bench::run(args),
@@ -54,12 +66,31 @@ pub fn run() -> ExitCode {
         Commands::Locks(cmd) => locks::run(cmd),
         Commands::Watch(args) => watch::run(args),
         Commands::Completions { shell } => {
-            use clap::CommandFactory;
-            clap_complete::generate(shell, &mut Cli::command(), "baton", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut completion_command(),
+                "baton",
+                &mut std::io::stdout(),
+            );
             ExitCode::SUCCESS
         }
         Commands::Chaos(args) => chaos::run(args),
     }
+}
+
+/// The command line as completions offer it: without hidden subcommands (the shell
+/// generators list every subcommand, hidden or not).
+pub fn completion_command() -> clap::Command {
+    use clap::CommandFactory;
+    let full = Cli::command();
+    let visible: Vec<clap::Command> = full
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+        .cloned()
+        .collect();
+    clap::Command::new("baton")
+        .version(env!("CARGO_PKG_VERSION"))
+        .subcommands(visible)
 }
 
 /// How the client commands find the cluster.
@@ -76,16 +107,28 @@ pub struct ClientArgs {
     /// Cluster description to take the endpoints from when --endpoints is not given.
     #[arg(long, env = "BATON_CONFIG", default_value = "cluster.toml")]
     pub config: std::path::PathBuf,
-    /// Print JSON instead of text.
+    /// How long to keep retrying while no node can serve (no leader, no quorum, nodes
+    /// down), e.g. 10s or 1m30s; then exit 69. An acquire's --wait comes on top.
+    #[arg(long, env = "BATON_TIMEOUT", default_value = "30s", value_parser = duration::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Print JSON on stdout instead of text (errors too: {"error", "code", "holder"}).
     #[arg(long)]
     pub json: bool,
 }
 
 impl ClientArgs {
-    /// A client for the endpoints these arguments name.
+    /// A client for the endpoints these arguments name, which reports on stderr while
+    /// it retries (one line every few seconds).
     pub fn connect(&self) -> anyhow::Result<crate::client::Client> {
         let endpoints = resolve_endpoints(&self.endpoints, &self.config)?;
-        Ok(crate::client::Client::new(&endpoints)?)
+        Ok(crate::client::Client::new(&endpoints)?
+            .with_call_timeout(self.timeout)
+            .with_progress(|trouble, remaining| {
+                eprintln!(
+                    "baton: {trouble}; retrying for {} more",
+                    crate::client::trouble::secs(&remaining)
+                )
+            }))
     }
 }
 
@@ -96,10 +139,12 @@ pub fn resolve_endpoints(
     config: &std::path::Path,
 ) -> anyhow::Result<Vec<String>> {
     if !endpoints.is_empty() {
-        return Ok(endpoints
+        return endpoints
             .iter()
-            .map(|e| crate::bench::topology::normalize_endpoint(e))
-            .collect());
+            .map(|e| {
+                crate::wire::parse_endpoint(e).map_err(|e| anyhow::anyhow!("--endpoints: {e}"))
+            })
+            .collect();
     }
     // The config error already names the file and the cause; no chain to repeat it.
     let config = crate::config::Config::load(config, std::env::vars())

@@ -10,9 +10,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::wire::{LockEvent, Problem};
 use anyhow::Context;
 use clap::Args;
-use serde_json::Value;
 
 /// Pause before reconnecting, doubled per failure up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
@@ -21,7 +21,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Arguments of `baton watch`.
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// The lock key to follow.
+    /// The lock key to follow: 1 to 255 bytes of A-Z a-z 0-9 . _ : -
+    #[arg(value_parser = super::locks::parse_key)]
     pub key: String,
     #[command(flatten)]
     pub client: super::ClientArgs,
@@ -42,7 +43,6 @@ pub fn run(args: WatchArgs) -> ExitCode {
 }
 
 fn watch(args: WatchArgs) -> anyhow::Result<()> {
-    crate::locks::Key::parse(args.key.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let endpoints = super::resolve_endpoints(&args.client.endpoints, &args.client.config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -94,11 +94,13 @@ async fn stream_from(
     }
     let mut resp = req.send().await?;
     if resp.status().is_client_error() {
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        let detail = body["detail"]
-            .as_str()
-            .unwrap_or("request refused")
-            .to_string();
+        let status = resp.status();
+        let problem: Problem = resp.json().await.unwrap_or_default();
+        let detail = if problem.detail.is_empty() {
+            format!("request refused (HTTP {status})")
+        } else {
+            problem.detail
+        };
         return Ok(StreamEnd::Refused(detail));
     }
     anyhow::ensure!(resp.status().is_success(), "HTTP {}", resp.status());
@@ -118,15 +120,17 @@ fn handle_block(block: &str, last_id: &mut Option<u64>, json: bool) {
     let Some(ev) = crate::client::events::parse_block(block) else {
         return; // a keep-alive comment
     };
-    if ev.event == "reset" {
+    if let Some(reset) = ev.reset() {
         eprintln!(
             "# events before index {} are no longer stored on this node; some were missed",
-            ev.data["first_index"]
+            reset.first_index
         );
     } else if json {
         println!("{}", ev.data);
+    } else if let Some(e) = ev.lock_event() {
+        println!("{}", text_line(&e));
     } else {
-        println!("{}", text_line(&ev.event, &ev.data));
+        eprintln!("# unexpected event {:?}: {}", ev.event, ev.data);
     }
     if ev.id.is_some() {
         *last_id = ev.id;
@@ -134,26 +138,29 @@ fn handle_block(block: &str, last_id: &mut Option<u64>, json: bool) {
 }
 
 /// `2026-11-30T06:48:05.966Z  acquired        deploy  owner=ci-1 token=42 expires=…`
-fn text_line(event: &str, v: &Value) -> String {
+fn text_line(e: &LockEvent) -> String {
     let mut line = format!(
-        "{}  {event:<15} {}  owner={}",
-        v["at"].as_str().unwrap_or("?"),
-        v["key"].as_str().unwrap_or("?"),
-        v["owner"].as_str().unwrap_or("?"),
+        "{}  {:<15} {}  owner={}",
+        e.at,
+        e.event.as_str(),
+        e.key,
+        e.owner
     );
-    if let Some(token) = v["token"].as_u64() {
+    if let Some(token) = e.token {
         line.push_str(&format!(" token={token}"));
     }
-    if let Some(expires) = v["expires_at"].as_str() {
+    if let Some(expires) = &e.expires_at {
         line.push_str(&format!(" expires={expires}"));
     }
-    line.push_str(&format!(" (index {})", v["index"]));
+    line.push_str(&format!(" (index {})", e.index));
     line
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Deserialize;
+    use serde_json::Value;
 
     #[test]
     fn an_event_block_prints_and_moves_the_last_id() {
@@ -171,8 +178,8 @@ mod tests {
 
     #[test]
     fn text_lines_name_the_event_owner_and_token() {
-        let v: Value = serde_json::json!({"index": 9, "key": "deploy", "owner": "ci", "token": 9, "at": "2026-01-01T00:00:00.000Z"});
-        let line = text_line("acquired", &v);
+        let v: Value = serde_json::json!({"index": 9, "key": "deploy", "event": "acquired", "owner": "ci", "token": 9, "at": "2026-01-01T00:00:00.000Z"});
+        let line = text_line(&LockEvent::deserialize(&v).unwrap());
         assert!(
             line.contains("acquired")
                 && line.contains("owner=ci")

@@ -4,9 +4,11 @@
 
 use std::time::Duration;
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::Client;
+use crate::wire::{LockEvent, StreamReset};
 
 /// One Server-Sent Event.
 #[derive(Clone, Debug, PartialEq)]
@@ -17,6 +19,21 @@ pub struct SseEvent {
     pub data: Value,
     /// The `id:` (a log index), set on the last event of each log entry.
     pub id: Option<u64>,
+}
+
+impl SseEvent {
+    /// The data of a lock event (`acquired`, `released`, …); `None` for `reset` and
+    /// anything that is not one.
+    pub fn lock_event(&self) -> Option<LockEvent> {
+        LockEvent::deserialize(&self.data).ok()
+    }
+
+    /// The data of a `reset` event.
+    pub fn reset(&self) -> Option<StreamReset> {
+        (self.event == "reset")
+            .then(|| StreamReset::deserialize(&self.data).ok())
+            .flatten()
+    }
 }
 
 /// Parses one SSE block (the text between blank lines); `None` for comments and
@@ -98,5 +115,20 @@ mod tests {
         let no_id = parse_block("event: released\ndata: {\"index\":8}\n\n").unwrap();
         assert_eq!(no_id.id, None);
         assert_eq!(parse_block(":\n\n"), None);
+        assert_eq!(no_id.lock_event(), None, "not a whole lock event");
+    }
+
+    #[test]
+    fn lock_events_and_resets_read_as_wire_types() {
+        let ev = parse_block("event: force_released\ndata: {\"index\":9,\"key\":\"k\",\"event\":\"force_released\",\"owner\":\"a\",\"token\":7,\"at\":\"t\"}\nid: 9\n\n").unwrap();
+        let e = ev.lock_event().unwrap();
+        assert_eq!(
+            (e.event, e.token),
+            (crate::wire::EventKind::ForceReleased, Some(7))
+        );
+        let reset = parse_block("event: reset\ndata: {\"first_index\":40,\"reason\":\"gone\"}\n\n")
+            .unwrap();
+        assert_eq!(reset.reset().map(|r| r.first_index), Some(40));
+        assert_eq!(ev.reset(), None);
     }
 }

@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{Client, ClientError, Granted, Released};
+use crate::wire::EventKind;
 
 /// Why a lock was lost.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,13 +163,17 @@ async fn watch_for_loss(
     let key = granted.lease.key.clone();
     client
         .follow_events(&key, Some(token), |ev| {
-            let ended = matches!(ev.event.as_str(), "released" | "force_released" | "expired")
-                && ev.data["token"].as_u64() == Some(token);
-            if ended {
+            let ended = ev.lock_event().filter(|e| {
+                matches!(
+                    e.event,
+                    EventKind::Released | EventKind::ForceReleased | EventKind::Expired
+                ) && e.token == Some(token)
+            });
+            if let Some(e) = &ended {
                 let reason = LostReason::Refused(format!(
                     "{} {} (token {token})",
                     key,
-                    ev.event.replace('_', " ")
+                    e.event.as_str().replace('_', " ")
                 ));
                 lost.send_if_modified(|r| {
                     r.is_none() && {
@@ -177,7 +182,7 @@ async fn watch_for_loss(
                     }
                 });
             }
-            !ended
+            ended.is_none()
         })
         .await;
 }

@@ -13,8 +13,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{Client, ClientError, Granted, Lease, LockInfo, Released, Validation};
-use crate::api::views::rfc3339_ms;
-use crate::locks::{Command, Grant, Key, LockError, LockTable, Owner, Reply, Token};
+use crate::locks::{Command, Key, LockError, LockTable, Owner, Reply, Token};
+use crate::wire::ErrorCode;
 
 /// The lock operations an application uses, by a remote cluster or in process.
 #[allow(async_fn_in_trait)]
@@ -105,25 +105,14 @@ impl MemoryLocks {
 }
 
 fn key(raw: &str) -> Result<Key, ClientError> {
-    Key::parse(raw).map_err(|e| rejected("INVALID_KEY", 400, e.to_string()))
+    Key::parse(raw).map_err(|e| rejected(ErrorCode::InvalidKey, 400, e.to_string()))
 }
 
-fn rejected(code: &str, status: u16, detail: String) -> ClientError {
+fn rejected(code: ErrorCode, status: u16, detail: String) -> ClientError {
     ClientError::Rejected {
-        code: code.into(),
+        code,
         status,
         detail,
-    }
-}
-
-fn lease(g: &Grant) -> Lease {
-    Lease {
-        key: g.key.to_string(),
-        owner: g.owner.to_string(),
-        token: g.token.0,
-        acquired_at: rfc3339_ms(g.acquired_at_ms),
-        expires_at: rfc3339_ms(g.expires_at_ms),
-        ttl_ms: g.ttl_ms,
     }
 }
 
@@ -131,12 +120,12 @@ fn lease(g: &Grant) -> Lease {
 fn granted(reply: Reply, sent_at: Instant) -> Result<Granted, ClientError> {
     match reply {
         Reply::Granted(g) => Ok(Granted {
-            lease: lease(&g),
+            lease: Lease::from(&g),
             sent_at,
         }),
         Reply::Refused(e) => Err(refused(e)),
         other => Err(rejected(
-            "INTERNAL",
+            ErrorCode::Internal,
             500,
             format!("unexpected reply {other:?}"),
         )),
@@ -147,11 +136,11 @@ fn refused(e: LockError) -> ClientError {
     match e {
         LockError::Held { ref holder } => ClientError::Held {
             key: holder.key.to_string(),
-            holder: Box::new(lease(holder)),
+            holder: Box::new(Lease::from(holder)),
         },
         LockError::Unavailable { .. } => ClientError::Unavailable(e.to_string()),
         LockError::Lost { .. } => ClientError::Lost(e.to_string()),
-        LockError::NotOwner { .. } => rejected("NOT_OWNER", 403, e.to_string()),
+        LockError::NotOwner { .. } => rejected(ErrorCode::NotOwner, 403, e.to_string()),
     }
 }
 
@@ -163,8 +152,8 @@ impl LockService for MemoryLocks {
         ttl: Duration,
     ) -> Result<Granted, ClientError> {
         let key = key(raw_key)?;
-        let owner =
-            Owner::parse(owner).map_err(|e| rejected("INVALID_REQUEST", 400, e.to_string()))?;
+        let owner = Owner::parse(owner)
+            .map_err(|e| rejected(ErrorCode::InvalidRequest, 400, e.to_string()))?;
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         let sent_at = Instant::now();
         granted(
@@ -191,15 +180,10 @@ impl LockService for MemoryLocks {
     async fn release(&self, raw_key: &str, token: u64) -> Result<Released, ClientError> {
         let key = key(raw_key)?;
         match self.apply(|now| Command::release(key, Token(token), now)) {
-            Reply::Released(r) => Ok(Released {
-                key: r.key.to_string(),
-                released: r.released,
-                reason: r.reason.map(|n| n.as_str().to_string()),
-                timestamp: rfc3339_ms(r.at_ms),
-            }),
+            Reply::Released(r) => Ok(Released::from(&r)),
             Reply::Refused(e) => Err(refused(e)),
             other => Err(rejected(
-                "INTERNAL",
+                ErrorCode::Internal,
                 500,
                 format!("unexpected reply {other:?}"),
             )),
@@ -210,14 +194,8 @@ impl LockService for MemoryLocks {
         let key = key(raw_key)?;
         Ok(self.read(|t, now| {
             t.get(&key, now).map(|g| LockInfo {
-                key: g.key.to_string(),
-                owner: g.owner.to_string(),
-                token: g.token.0,
-                acquired_at: rfc3339_ms(g.acquired_at_ms),
-                renewed_at: rfc3339_ms(g.renewed_at_ms),
-                expires_at: rfc3339_ms(g.expires_at_ms),
-                ttl_ms: g.ttl_ms,
                 waiters: t.waiting(&key, now) as u64,
+                ..LockInfo::from(g)
             })
         }))
     }
@@ -225,10 +203,7 @@ impl LockService for MemoryLocks {
     async fn validate(&self, raw_key: &str, token: u64) -> Result<Validation, ClientError> {
         let key = key(raw_key)?;
         let v = self.read(|t, now| t.validate(&key, Token(token), now));
-        Ok(Validation {
-            valid: v.valid,
-            current_token: v.current_token.map(|t| t.0),
-        })
+        Ok(Validation::from(v))
     }
 }
 
@@ -268,7 +243,10 @@ mod tests {
             locks
                 .try_acquire("bad key", "a", Duration::from_secs(1))
                 .await,
-            Err(ClientError::Rejected { status: 400, .. })
+            Err(ClientError::Rejected {
+                code: ErrorCode::InvalidKey,
+                ..
+            })
         ));
     }
 }

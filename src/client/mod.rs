@@ -14,26 +14,39 @@ pub mod events;
 pub mod guard;
 pub mod memory;
 pub mod retry;
+pub mod trouble;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use rand::Rng;
+use reqwest::header::{HeaderValue, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::wire::{self, AcquireRequest, ListQuery, ReleaseRequest, RenewRequest, ValidateRequest};
+pub use crate::wire::{
+    ClusterView, ErrorCode, Lease, LockInfo, LockPage, NotReleased, Problem, Released, Validation,
+};
 pub use guard::{LockGuard, LostReason};
 pub use memory::{LockService, MemoryLocks};
 pub use retry::{safe_deadline, safety_margin, Backoff};
+pub use trouble::Trouble;
 
-/// Longest a call keeps retrying before it gives up with [`ClientError::Unavailable`].
+/// Longest a call keeps retrying before it gives up with [`ClientError::NoAnswer`].
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait for one HTTP answer (the server answers `OUTCOME_UNKNOWN` after 5 s).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A call that is still retrying after this long reports its progress (see
+/// [`Client::with_progress`]); a leader election usually ends well before.
+pub const PROGRESS_AFTER: Duration = Duration::from_secs(2);
+/// At most one progress report per this interval.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,30 +63,42 @@ pub enum ClientError {
     /// The wait in the key's queue ran out.
     #[error("{0}")]
     WaitTimeout(String),
-    /// Any other refusal, with the server's problem code.
-    #[error("{code} ({status}): {detail}")]
+    /// Any other refusal, with the server's problem code (or, for a key that cannot
+    /// be sent, the code a node would have answered).
+    #[error("{detail} ({code}, HTTP {status})")]
     Rejected {
-        code: String,
+        code: ErrorCode,
         status: u16,
         detail: String,
     },
-    /// No node gave a final answer before the call timed out.
-    #[error("no answer after {attempts} attempts: {last}")]
-    NoAnswer { attempts: u32, last: String },
+    /// No node gave a final answer before the call timed out; `trouble` says what the
+    /// nodes answered instead, the nodes' own explanation first.
+    #[error("no node could serve the request within {}: {trouble}", trouble::secs(.waited))]
+    NoAnswer {
+        attempts: u32,
+        waited: Duration,
+        trouble: Trouble,
+    },
+    /// A node answered with something that is not the v1 API's answer.
+    #[error("unexpected answer from {endpoint}: {detail}")]
+    UnexpectedAnswer { endpoint: String, detail: String },
     /// The client was configured wrongly (no endpoints, bad address).
     #[error("{0}")]
     Config(String),
 }
 
-/// A grant as the server reports it.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-pub struct Lease {
-    pub key: String,
-    pub owner: String,
-    pub token: u64,
-    pub acquired_at: String,
-    pub expires_at: String,
-    pub ttl_ms: u64,
+impl ClientError {
+    /// The problem code behind this error, if a node (or the key check) gave one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Held { .. } | ClientError::Unavailable(_) => Some(ErrorCode::LockHeld),
+            ClientError::Lost(_) => Some(ErrorCode::LockLost),
+            ClientError::WaitTimeout(_) => Some(ErrorCode::WaitTimeout),
+            ClientError::Rejected { code, .. } => Some(*code),
+            ClientError::NoAnswer { trouble, .. } => trouble.code(),
+            ClientError::UnexpectedAnswer { .. } | ClientError::Config(_) => None,
+        }
+    }
 }
 
 /// A lease and the moment the request that got it was sent.
@@ -90,41 +115,8 @@ impl Granted {
     }
 }
 
-/// A lock as `get` and `list` show it.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-pub struct LockInfo {
-    pub key: String,
-    pub owner: String,
-    pub token: u64,
-    pub acquired_at: String,
-    pub renewed_at: String,
-    pub expires_at: String,
-    pub ttl_ms: u64,
-    pub waiters: u64,
-}
-
-/// The answer to a release.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-pub struct Released {
-    pub key: String,
-    pub released: bool,
-    pub reason: Option<String>,
-    pub timestamp: String,
-}
-
-/// The answer to validate.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-pub struct Validation {
-    pub valid: bool,
-    pub current_token: Option<u64>,
-}
-
-/// One page of `list`.
-#[derive(Clone, Debug, Deserialize)]
-pub struct LockPage {
-    pub locks: Vec<LockInfo>,
-    pub next_cursor: Option<String>,
-}
+/// Called while a call retries: what went wrong so far and how long it keeps trying.
+pub type ProgressFn = dyn Fn(&Trouble, Duration) + Send + Sync;
 
 /// A Baton client. Share one per process (behind an `Arc`): it keeps its connections.
 pub struct Client {
@@ -134,22 +126,29 @@ pub struct Client {
     preferred: AtomicUsize,
     backoff: Backoff,
     call_timeout: Duration,
+    progress: Option<Arc<ProgressFn>>,
 }
 
 /// One HTTP attempt's outcome, before retry rules.
 enum Attempt {
-    Final(StatusCode, Value),
-    Retry(String),
+    Final(StatusCode, Bytes),
+    /// A node answered 503 with a problem (`NO_LEADER`, `OUTCOME_UNKNOWN`).
+    Busy(Problem),
+    /// No answer: connection refused, timeout, unreadable body.
+    NoAnswer {
+        error: String,
+        sent: bool,
+    },
 }
 
 impl Client {
     /// A client for the nodes at `endpoints` (`host:port`, optionally `http://`).
     pub fn new(endpoints: &[String]) -> Result<Client, ClientError> {
-        let endpoints: Vec<String> = endpoints
+        let endpoints = endpoints
             .iter()
-            .map(|e| crate::bench::topology::normalize_endpoint(e))
-            .filter(|e| !e.is_empty())
-            .collect();
+            .map(|e| wire::parse_endpoint(e))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ClientError::Config(e.to_string()))?;
         if endpoints.is_empty() {
             return Err(ClientError::Config("no endpoints given".into()));
         }
@@ -165,10 +164,11 @@ impl Client {
             preferred: AtomicUsize::new(0),
             backoff: Backoff::default(),
             call_timeout: DEFAULT_CALL_TIMEOUT,
+            progress: None,
         })
     }
 
-    /// How long one call keeps retrying.
+    /// How long one call keeps retrying (an acquire's wait comes on top).
     pub fn with_call_timeout(mut self, timeout: Duration) -> Client {
         self.call_timeout = timeout;
         self
@@ -176,6 +176,17 @@ impl Client {
 
     pub fn with_backoff(mut self, backoff: Backoff) -> Client {
         self.backoff = backoff;
+        self
+    }
+
+    /// Calls `report` while a call keeps retrying: first after [`PROGRESS_AFTER`], then
+    /// at most every [`PROGRESS_EVERY`], with what the nodes answered so far and the time
+    /// the call keeps trying. `baton` prints it as one line on stderr.
+    pub fn with_progress(
+        mut self,
+        report: impl Fn(&Trouble, Duration) + Send + Sync + 'static,
+    ) -> Client {
+        self.progress = Some(Arc::new(report));
         self
     }
 
@@ -190,9 +201,12 @@ impl Client {
         owner: &str,
         ttl: Duration,
     ) -> Result<Granted, ClientError> {
-        let body = json!({"owner": owner, "ttl_ms": ttl_ms(ttl)});
-        self.grant(&format!("/v1/locks/{key}/acquire"), body, Duration::ZERO)
-            .await
+        let body = AcquireRequest {
+            owner: owner.to_string(),
+            ttl_ms: Some(millis(ttl)),
+            ..Default::default()
+        };
+        self.grant(key, "acquire", &body, Duration::ZERO).await
     }
 
     /// Takes `key`, waiting up to `wait` in its FIFO queue. A grant from the queue is
@@ -207,10 +221,13 @@ impl Client {
         if wait.is_zero() {
             return self.try_acquire(key, owner, ttl).await;
         }
-        let body = json!({"owner": owner, "ttl_ms": ttl_ms(ttl), "wait_ms": ttl_ms(wait)});
-        let granted = self
-            .grant(&format!("/v1/locks/{key}/acquire"), body, wait)
-            .await?;
+        let body = AcquireRequest {
+            owner: owner.to_string(),
+            ttl_ms: Some(millis(ttl)),
+            wait_ms: Some(millis(wait)),
+            lock_delay_ms: None,
+        };
+        let granted = self.grant(key, "acquire", &body, wait).await?;
         self.renew(key, granted.lease.token, None).await
     }
 
@@ -221,40 +238,32 @@ impl Client {
         token: u64,
         ttl: Option<Duration>,
     ) -> Result<Granted, ClientError> {
-        let mut body = json!({"token": token});
-        if let Some(ttl) = ttl {
-            body["ttl_ms"] = json!(ttl_ms(ttl));
-        }
-        self.grant(&format!("/v1/locks/{key}/renew"), body, Duration::ZERO)
-            .await
+        let body = RenewRequest {
+            token,
+            ttl_ms: ttl.map(millis),
+        };
+        self.grant(key, "renew", &body, Duration::ZERO).await
     }
 
     /// Releases the lock held under `token`; `released: false` when it was not held.
     pub async fn release(&self, key: &str, token: u64) -> Result<Released, ClientError> {
-        let value = self
-            .call(
-                Method::POST,
-                &format!("/v1/locks/{key}/release"),
-                Some(json!({"token": token})),
-                Duration::ZERO,
-            )
-            .await?;
-        decode(value)
+        check_key(key)?;
+        let path = format!("/v1/locks/{key}/release");
+        let body = encode(&ReleaseRequest::by_token(token))?;
+        self.call(Method::POST, &path, Some(body), Duration::ZERO)
+            .await
     }
 
     /// The live lock on `key`, if any (linearizable).
     pub async fn get(&self, key: &str) -> Result<Option<LockInfo>, ClientError> {
-        match self
-            .call(
-                Method::GET,
-                &format!("/v1/locks/{key}"),
-                None,
-                Duration::ZERO,
-            )
-            .await
-        {
-            Ok(value) => decode(value).map(Some),
-            Err(ClientError::Rejected { code, .. }) if code == "LOCK_NOT_FOUND" => Ok(None),
+        check_key(key)?;
+        let path = format!("/v1/locks/{key}");
+        match self.call(Method::GET, &path, None, Duration::ZERO).await {
+            Ok(lock) => Ok(Some(lock)),
+            Err(ClientError::Rejected {
+                code: ErrorCode::LockNotFound,
+                ..
+            }) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -266,84 +275,133 @@ impl Client {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<LockPage, ClientError> {
-        let mut path = format!("/v1/locks?prefix={prefix}&limit={limit}");
-        if let Some(c) = cursor {
-            path.push_str(&format!("&cursor={c}"));
-        }
-        decode(self.call(Method::GET, &path, None, Duration::ZERO).await?)
+        let query = ListQuery {
+            prefix: prefix.to_string(),
+            limit: Some(limit),
+            cursor: cursor.map(str::to_string),
+            consistency: wire::Consistency::Linearizable,
+        };
+        let query = url_query(&query)?;
+        let path = format!("/v1/locks?{query}");
+        self.call(Method::GET, &path, None, Duration::ZERO).await
     }
 
     /// Whether `token` is the live holder of `key` right now.
     pub async fn validate(&self, key: &str, token: u64) -> Result<Validation, ClientError> {
-        let value = self
-            .call(
-                Method::POST,
-                &format!("/v1/locks/{key}/validate"),
-                Some(json!({"token": token})),
-                Duration::ZERO,
-            )
-            .await?;
-        decode(value)
+        check_key(key)?;
+        let path = format!("/v1/locks/{key}/validate");
+        let body = encode(&ValidateRequest { token })?;
+        self.call(Method::POST, &path, Some(body), Duration::ZERO)
+            .await
     }
 
     /// `GET /v1/cluster` of the first node that answers.
-    pub async fn cluster_status(&self) -> Result<Value, ClientError> {
+    pub async fn cluster_status(&self) -> Result<ClusterView, ClientError> {
         self.call(Method::GET, "/v1/cluster", None, Duration::ZERO)
             .await
     }
 
-    async fn grant(&self, path: &str, body: Value, wait: Duration) -> Result<Granted, ClientError> {
+    /// `GET /v1/cluster` of one node (no retry, no other node): `baton status` asks
+    /// each node for its own view.
+    pub async fn node_status(&self, endpoint: &str) -> Result<ClusterView, ClientError> {
+        match self
+            .attempt(
+                endpoint,
+                Method::GET,
+                "/v1/cluster",
+                None,
+                self.call_timeout.min(REQUEST_TIMEOUT),
+            )
+            .await
+        {
+            Attempt::Final(status, bytes) => answer(endpoint, status, &bytes),
+            Attempt::Busy(problem) => Err(refusal(StatusCode::SERVICE_UNAVAILABLE, problem)),
+            Attempt::NoAnswer { error, .. } => {
+                let mut trouble = Trouble::default();
+                trouble.unreachable(endpoint, error);
+                Err(ClientError::NoAnswer {
+                    attempts: 1,
+                    waited: Duration::ZERO,
+                    trouble,
+                })
+            }
+        }
+    }
+
+    async fn grant<B: Serialize>(
+        &self,
+        key: &str,
+        action: &str,
+        body: &B,
+        wait: Duration,
+    ) -> Result<Granted, ClientError> {
+        check_key(key)?;
+        let path = format!("/v1/locks/{key}/{action}");
+        let body = encode(body)?;
         let sent_at = Instant::now();
-        let value = self.call(Method::POST, path, Some(body), wait).await?;
         // The send time of the attempt that succeeded is later than `sent_at`; using the
         // first attempt's is only more conservative.
-        Ok(Granted {
-            lease: decode(value)?,
-            sent_at,
-        })
+        let lease = self.call(Method::POST, &path, Some(body), wait).await?;
+        Ok(Granted { lease, sent_at })
     }
 
     /// Sends the request, retrying on `NO_LEADER`, `OUTCOME_UNKNOWN` and transport
-    /// failures; returns the JSON of a 2xx answer or the error of a final refusal.
-    async fn call(
+    /// failures until the call timeout (plus `wait`) runs out; decodes a 2xx answer, or
+    /// returns the typed error of a final refusal.
+    async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
-        body: Option<Value>,
+        body: Option<Bytes>,
         wait: Duration,
-    ) -> Result<Value, ClientError> {
-        let deadline = Instant::now() + self.call_timeout + wait;
+    ) -> Result<T, ClientError> {
+        let started = Instant::now();
+        let deadline = started + self.call_timeout + wait;
         let mut index = self.preferred.load(Ordering::Relaxed);
         let mut attempt = 0u32;
+        let mut trouble = Trouble::default();
+        let mut next_report = started + PROGRESS_AFTER;
         loop {
             let endpoint = &self.endpoints[index % self.endpoints.len()];
+            // Never wait for one answer past the call's deadline: `--timeout` is a promise.
+            let limit =
+                (REQUEST_TIMEOUT + wait).min(deadline.saturating_duration_since(Instant::now()));
             match self
-                .attempt(endpoint, method.clone(), path, body.as_ref(), wait)
+                .attempt(endpoint, method.clone(), path, body.clone(), limit)
                 .await
             {
-                Attempt::Final(status, value) => {
+                Attempt::Final(status, bytes) => {
                     self.preferred
                         .store(index % self.endpoints.len(), Ordering::Relaxed);
-                    return if status.is_success() {
-                        Ok(value)
-                    } else {
-                        Err(refusal(status, &value))
-                    };
+                    return answer(endpoint, status, &bytes);
                 }
-                Attempt::Retry(why) => {
-                    let pause = self.backoff.pause(attempt, rand::thread_rng().gen::<f64>());
-                    attempt += 1;
-                    if Instant::now() + pause >= deadline {
-                        return Err(ClientError::NoAnswer {
-                            attempts: attempt,
-                            last: format!("{endpoint}: {why}"),
-                        });
-                    }
-                    tracing::debug!(endpoint, attempt, %why, "retrying");
-                    tokio::time::sleep(pause).await;
-                    index += 1;
+                Attempt::Busy(problem) => {
+                    tracing::debug!(endpoint, code = %problem.code, detail = problem.detail, "node busy; retrying");
+                    trouble.busy(endpoint, problem, method != Method::GET);
+                }
+                Attempt::NoAnswer { error, sent } => {
+                    tracing::debug!(endpoint, %error, "no answer; retrying");
+                    trouble.no_answer(endpoint, error, sent && method != Method::GET);
                 }
             }
+            let pause = self.backoff.pause(attempt, rand::thread_rng().gen::<f64>());
+            attempt += 1;
+            let now = Instant::now();
+            if now + pause >= deadline {
+                return Err(ClientError::NoAnswer {
+                    attempts: attempt,
+                    waited: now - started,
+                    trouble,
+                });
+            }
+            if now >= next_report {
+                if let Some(report) = &self.progress {
+                    report(&trouble, deadline - now);
+                }
+                next_report = now + PROGRESS_EVERY;
+            }
+            tokio::time::sleep(pause).await;
+            index += 1;
         }
     }
 
@@ -352,36 +410,53 @@ impl Client {
         endpoint: &str,
         method: Method,
         path: &str,
-        body: Option<&Value>,
-        wait: Duration,
+        body: Option<Bytes>,
+        limit: Duration,
     ) -> Attempt {
         let mut req = self
             .http
             .request(method, format!("http://{endpoint}{path}"))
-            .timeout(REQUEST_TIMEOUT + wait);
+            .timeout(limit);
         if let Some(b) = body {
-            req = req.json(b);
+            req = req
+                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                .body(b);
         }
         let resp = match req.send().await {
             Ok(r) => r,
-            Err(e) => return Attempt::Retry(e.to_string()),
+            Err(e) => {
+                return Attempt::NoAnswer {
+                    sent: !e.is_connect(),
+                    error: trouble::transport_error(&e, limit),
+                }
+            }
         };
         let status = resp.status();
-        let value = match resp.json::<Value>().await {
-            Ok(v) => v,
-            Err(e) => return Attempt::Retry(format!("unreadable answer ({status}): {e}")),
+        let bytes = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                return Attempt::NoAnswer {
+                    sent: true,
+                    error: format!(
+                        "the answer ({status}) broke off: {}",
+                        trouble::transport_error(&e, limit)
+                    ),
+                }
+            }
         };
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            let code = value["code"].as_str().unwrap_or("503");
-            return Attempt::Retry(format!(
-                "{code}: {}",
-                value["detail"].as_str().unwrap_or("")
-            ));
+            let mut problem: Problem = serde_json::from_slice(&bytes).unwrap_or_default();
+            if problem.detail.is_empty() {
+                problem.detail = format!(
+                    "HTTP 503 without a problem body: {}",
+                    String::from_utf8_lossy(&bytes).trim()
+                );
+            }
+            return Attempt::Busy(problem);
         }
-        Attempt::Final(status, value)
+        Attempt::Final(status, bytes)
     }
 }
-
 /// Takes `key` (waiting up to `wait` in its queue) and returns a guard that renews it.
 pub async fn lock(
     client: &Arc<Client>,
@@ -431,37 +506,68 @@ where
     outcome
 }
 
-fn ttl_ms(d: Duration) -> u64 {
+fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn decode<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ClientError> {
-    // Deserialise from a borrow: the value is kept only for the error message.
-    T::deserialize(&value).map_err(|e| ClientError::Rejected {
-        code: "UNEXPECTED_ANSWER".into(),
-        status: 200,
-        detail: format!("{e}: {value}"),
+/// Refuses a key before it goes into a URL, with the answer a node would give.
+fn check_key(key: &str) -> Result<(), ClientError> {
+    wire::check_key(key).map_err(|e| ClientError::Rejected {
+        code: ErrorCode::InvalidKey,
+        status: 400,
+        detail: e.to_string(),
     })
 }
 
+fn encode<B: Serialize>(body: &B) -> Result<Bytes, ClientError> {
+    serde_json::to_vec(body)
+        .map(Bytes::from)
+        .map_err(|e| ClientError::Config(format!("cannot encode the request: {e}")))
+}
+
+fn url_query<Q: Serialize>(query: &Q) -> Result<String, ClientError> {
+    serde_urlencoded::to_string(query)
+        .map_err(|e| ClientError::Config(format!("cannot encode the query: {e}")))
+}
+
+/// A final answer: the decoded body of a 2xx, or the typed error of a refusal.
+fn answer<T: DeserializeOwned>(
+    endpoint: &str,
+    status: StatusCode,
+    bytes: &[u8],
+) -> Result<T, ClientError> {
+    if status.is_success() {
+        return serde_json::from_slice(bytes).map_err(|e| ClientError::UnexpectedAnswer {
+            endpoint: endpoint.to_string(),
+            detail: format!("{e}: {}", String::from_utf8_lossy(bytes)),
+        });
+    }
+    let mut problem: Problem = serde_json::from_slice(bytes).unwrap_or_default();
+    if problem.detail.is_empty() {
+        problem.detail = format!(
+            "HTTP {status} without a problem body from {endpoint}: {}",
+            String::from_utf8_lossy(bytes).trim()
+        );
+    }
+    Err(refusal(status, problem))
+}
+
 /// The typed error of a final non-2xx answer (a problem+json body).
-fn refusal(status: StatusCode, problem: &Value) -> ClientError {
-    let code = problem["code"].as_str().unwrap_or("UNKNOWN").to_string();
-    let detail = problem["detail"].as_str().unwrap_or("").to_string();
-    match code.as_str() {
-        "LOCK_HELD" => match serde_json::from_value::<Lease>(problem["holder"].clone()) {
-            Ok(holder) => ClientError::Held {
+fn refusal(status: StatusCode, problem: Problem) -> ClientError {
+    match problem.code {
+        ErrorCode::LockHeld => match problem.holder {
+            Some(holder) => ClientError::Held {
                 key: holder.key.clone(),
                 holder: Box::new(holder),
             },
-            Err(_) => ClientError::Unavailable(detail),
+            None => ClientError::Unavailable(problem.detail),
         },
-        "LOCK_LOST" => ClientError::Lost(detail),
-        "WAIT_TIMEOUT" => ClientError::WaitTimeout(detail),
-        _ => ClientError::Rejected {
+        ErrorCode::LockLost => ClientError::Lost(problem.detail),
+        ErrorCode::WaitTimeout => ClientError::WaitTimeout(problem.detail),
+        code => ClientError::Rejected {
             code,
             status: status.as_u16(),
-            detail,
+            detail: problem.detail,
         },
     }
 }
@@ -470,57 +576,121 @@ fn refusal(status: StatusCode, problem: &Value) -> ClientError {
 mod tests {
     use super::*;
 
-    #[test]
-    fn problems_become_typed_errors() {
-        let held = json!({"code": "LOCK_HELD", "detail": "held", "holder": {"key": "k", "owner": "o", "token": 7, "acquired_at": "a", "expires_at": "e", "ttl_ms": 1000}});
-        assert!(
-            matches!(refusal(StatusCode::CONFLICT, &held), ClientError::Held { holder, .. } if holder.token == 7)
-        );
-        let delayed = json!({"code": "LOCK_HELD", "detail": "lock-delay", "available_at": "t"});
-        assert!(matches!(
-            refusal(StatusCode::CONFLICT, &delayed),
-            ClientError::Unavailable(_)
-        ));
-        assert!(matches!(
-            refusal(StatusCode::CONFLICT, &json!({"code": "LOCK_LOST"})),
-            ClientError::Lost(_)
-        ));
-        assert!(matches!(
-            refusal(StatusCode::CONFLICT, &json!({"code": "WAIT_TIMEOUT"})),
-            ClientError::WaitTimeout(_)
-        ));
-        assert!(matches!(
-            refusal(
-                StatusCode::BAD_REQUEST,
-                &json!({"code": "INVALID_KEY", "detail": "bad"})
-            ),
-            ClientError::Rejected { status: 400, .. }
-        ));
+    fn problem(code: ErrorCode, detail: &str) -> Problem {
+        Problem::new(code, 409, "t", detail)
     }
 
     #[test]
-    fn a_client_needs_an_endpoint() {
+    fn problems_become_typed_errors() {
+        let mut held = problem(ErrorCode::LockHeld, "held");
+        held.holder = Some(Lease {
+            key: "k".into(),
+            owner: "o".into(),
+            token: 7,
+            acquired_at: "a".into(),
+            expires_at: "e".into(),
+            ttl_ms: 1000,
+        });
+        assert!(
+            matches!(refusal(StatusCode::CONFLICT, held), ClientError::Held { holder, .. } if holder.token == 7)
+        );
+        let mut delayed = problem(ErrorCode::LockHeld, "lock-delay");
+        delayed.available_at = Some("t".into());
+        assert!(matches!(
+            refusal(StatusCode::CONFLICT, delayed),
+            ClientError::Unavailable(_)
+        ));
+        assert!(matches!(
+            refusal(StatusCode::CONFLICT, problem(ErrorCode::LockLost, "")),
+            ClientError::Lost(_)
+        ));
+        assert!(matches!(
+            refusal(StatusCode::CONFLICT, problem(ErrorCode::WaitTimeout, "")),
+            ClientError::WaitTimeout(_)
+        ));
+        let bad = refusal(
+            StatusCode::BAD_REQUEST,
+            problem(ErrorCode::InvalidKey, "bad"),
+        );
+        assert!(
+            matches!(
+                bad,
+                ClientError::Rejected {
+                    status: 400,
+                    code: ErrorCode::InvalidKey,
+                    ..
+                }
+            ),
+            "{bad}"
+        );
+    }
+
+    #[test]
+    fn an_error_answer_without_a_problem_body_keeps_what_it_said() {
+        let err = answer::<Lease>("n1:1", StatusCode::BAD_GATEWAY, b"<html>bad gateway</html>")
+            .unwrap_err();
+        assert!(
+            matches!(&err, ClientError::Rejected { code: ErrorCode::Unknown, status: 502, detail } if detail.contains("bad gateway")),
+            "{err}"
+        );
+        let err = answer::<Lease>("n1:1", StatusCode::OK, b"{}").unwrap_err();
+        assert!(matches!(err, ClientError::UnexpectedAnswer { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_client_needs_a_well_formed_endpoint() {
         assert!(matches!(Client::new(&[]), Err(ClientError::Config(_))));
+        assert!(matches!(
+            Client::new(&["https://127.0.0.1:7001".to_string()]),
+            Err(ClientError::Config(_))
+        ));
         let c = Client::new(&["http://127.0.0.1:7001/".to_string()]).unwrap();
         assert_eq!(c.endpoints(), ["127.0.0.1:7001"]);
     }
 
+    #[tokio::test]
+    async fn a_key_that_would_change_the_url_is_refused_as_invalid_key() {
+        // Nothing is sent: port 9 would refuse, and the error is not a connection error.
+        let c = Client::new(&["127.0.0.1:9".to_string()]).unwrap();
+        let err = c
+            .try_acquire("a/b", "me", Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::InvalidKey), "{err}");
+        assert!(err.to_string().contains("key"), "{err}");
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn a_call_to_nodes_that_never_answer_gives_up_at_its_timeout() {
+    async fn a_call_to_nodes_that_never_answer_gives_up_at_its_timeout_and_reports_progress() {
         // Port 9 on loopback: nothing listens, every attempt fails at once.
+        let reports = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = reports.clone();
         let c = Client::new(&["127.0.0.1:9".to_string()])
             .unwrap()
-            .with_call_timeout(Duration::from_secs(3));
+            .with_call_timeout(Duration::from_secs(9))
+            .with_progress(move |trouble, remaining| {
+                seen.lock().unwrap().push((trouble.to_string(), remaining));
+            });
         let started = Instant::now();
         let err = c.get("k").await.unwrap_err();
         assert!(
-            matches!(err, ClientError::NoAnswer { attempts, .. } if attempts > 3),
+            matches!(&err, ClientError::NoAnswer { attempts, .. } if *attempts > 3),
             "{err}"
         );
         assert!(
-            started.elapsed() <= Duration::from_secs(3),
+            err.to_string().contains("127.0.0.1:9: cannot connect"),
+            "{err}"
+        );
+        assert!(
+            started.elapsed() <= Duration::from_secs(9),
             "{:?}",
             started.elapsed()
         );
+        let reports = reports.lock().unwrap();
+        // After 2 s, then at most every 5 s: one or two reports in 9 s (jitter decides
+        // whether a retry falls between the second report time and the deadline).
+        assert!((1..=2).contains(&reports.len()), "{reports:?}");
+        assert!(reports[0].0.contains("127.0.0.1:9"), "{reports:?}");
+        assert!(reports[0].1 <= Duration::from_secs(7), "{reports:?}");
     }
 }

@@ -1,0 +1,75 @@
+//! How a node's API address is written on the command line, in `BATON_ENDPOINTS` and in
+//! the client: `host:port`, optionally with `http://` in front and a `/` behind.
+
+/// An endpoint that cannot name a node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    #[error("empty endpoint: expected host:port")]
+    Empty,
+    #[error("endpoint {0:?}: Baton speaks plain HTTP; write host:port or http://host:port")]
+    Scheme(String),
+    #[error("endpoint {0:?}: expected host:port without a path")]
+    Path(String),
+    #[error("endpoint {0:?}: expected host:port with a port number from 1 to 65535")]
+    Port(String),
+}
+
+/// Parses an endpoint into the `host:port` the client connects to: strips surrounding
+/// spaces, an optional `http://` and trailing `/`; refuses other schemes, paths and a
+/// missing or bad port (a port is never guessed: nodes often share a host).
+///
+/// ```
+/// assert_eq!(baton::wire::parse_endpoint(" http://127.0.0.1:7001/ ").unwrap(), "127.0.0.1:7001");
+/// assert!(baton::wire::parse_endpoint("localhost").is_err());
+/// ```
+pub fn parse_endpoint(raw: &str) -> Result<String, EndpointError> {
+    let s = raw.trim();
+    let s = s.strip_prefix("http://").unwrap_or(s).trim_end_matches('/');
+    if s.is_empty() {
+        return Err(EndpointError::Empty);
+    }
+    if s.contains("://") {
+        return Err(EndpointError::Scheme(raw.trim().to_string()));
+    }
+    if s.contains('/') {
+        return Err(EndpointError::Path(raw.trim().to_string()));
+    }
+    // The port follows the last colon; an IPv6 host is in brackets (`[::1]:7001`).
+    match s.rsplit_once(':') {
+        Some((host, port))
+            if !host.is_empty()
+                && (!host.contains(':') || host.starts_with('['))
+                && port.parse::<u16>().is_ok_and(|p| p > 0) =>
+        {
+            Ok(s.to_string())
+        }
+        _ => Err(EndpointError::Port(raw.trim().to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use test_case::test_case;
+
+    #[test_case("127.0.0.1:7001", "127.0.0.1:7001" ; "plain")]
+    #[test_case(" http://127.0.0.1:7001/ ", "127.0.0.1:7001" ; "scheme and slash")]
+    #[test_case("localhost:7001", "localhost:7001" ; "host name")]
+    #[test_case("[::1]:7001", "[::1]:7001" ; "ipv6")]
+    fn accepts_host_and_port(raw: &str, expected: &str) {
+        assert_eq!(parse_endpoint(raw).as_deref(), Ok(expected));
+    }
+
+    #[test_case("" ; "empty")]
+    #[test_case("http://" ; "scheme only")]
+    #[test_case("https://a:1" ; "tls")]
+    #[test_case("a:1/v1" ; "path")]
+    #[test_case("localhost" ; "no port")]
+    #[test_case("a:0" ; "port zero")]
+    #[test_case("a:99999" ; "port too large")]
+    #[test_case(":7001" ; "no host")]
+    #[test_case("::1:7001" ; "ipv6 without brackets")]
+    fn refuses_what_is_not_host_and_port(raw: &str) {
+        assert!(parse_endpoint(raw).is_err(), "{raw:?}");
+    }
+}
