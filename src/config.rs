@@ -18,6 +18,23 @@ pub const ENV_PREFIX: &str = "BATON_";
 /// Sections whose scalar keys may be overridden from the environment.
 const OVERRIDABLE_SECTIONS: &[&str] = &["raft", "lease", "api"];
 
+/// Upper bound of `api.max_list_limit`: a page of this many locks is already a large
+/// answer, and the bound keeps `limit + 1` (the look-ahead that tells "more") far from
+/// wrapping.
+pub const MAX_LIST_LIMIT_BOUND: usize = 100_000;
+/// Upper bound of `api.max_body_bytes` (requests are small JSON documents).
+pub const MAX_BODY_BYTES_BOUND: usize = 16 << 20;
+/// Upper bound of `api.max_connections` and `raft.max_connections` (no process gets
+/// more descriptors than this on a default Linux `fs.nr_open`).
+pub const MAX_CONNECTIONS_BOUND: usize = 1 << 20;
+/// Upper bound of `lease.max_ttl_ms` (one year): cluster time plus a TTL stays far from
+/// `u64::MAX`.
+pub const MAX_TTL_MS_BOUND: u64 = 365 * 86_400_000;
+/// Upper bound of `lease.max_wait_ms` (one day; a waiting acquire holds a request open).
+pub const MAX_WAIT_MS_BOUND: u64 = 86_400_000;
+/// Upper bound of `lease.max_lock_delay_ms` (one hour).
+pub const MAX_LOCK_DELAY_MS_BOUND: u64 = 3_600_000;
+
 /// A configuration that cannot be used; the message names the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -225,11 +242,32 @@ impl Config {
                 return bad(format!("nodes[{i}].id {} appears twice", n.id));
             }
             for (field, addr) in [("api", &n.api), ("raft", &n.raft)] {
-                if addr.parse::<std::net::SocketAddr>().is_err() {
+                let Ok(parsed) = addr.parse::<std::net::SocketAddr>() else {
                     return bad(format!(
                         "nodes[{i}].{field} {addr:?} is not an ip:port address"
                     ));
+                };
+                // The address is advertised: peers, followers relaying and clients
+                // connect to it, and nobody can connect to "any address".
+                if parsed.ip().is_unspecified() {
+                    return bad(format!(
+                        "nodes[{i}].{field} {addr:?} is an unspecified address; give the address others connect to"
+                    ));
                 }
+            }
+        }
+        // Two listeners cannot share an address; a typo here would make a node talk to
+        // the wrong one.
+        let mut seen: Vec<(std::net::SocketAddr, String)> = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            for (field, addr) in [("api", &n.api), ("raft", &n.raft)] {
+                let parsed: std::net::SocketAddr =
+                    addr.parse().expect("checked to parse in the loop above");
+                let name = format!("nodes[{i}].{field}");
+                if let Some((_, first)) = seen.iter().find(|(a, _)| *a == parsed) {
+                    return bad(format!("{name} {addr:?} is also {first}"));
+                }
+                seen.push((parsed, name));
             }
         }
         let r = &self.raft;
@@ -257,6 +295,14 @@ impl Config {
         if r.secret.is_empty() {
             return bad("raft.secret must not be empty".into());
         }
+        // A secret is compared byte for byte: a trailing space or newline picked up from
+        // a file or an environment variable would make every Raft call fail.
+        if r.secret.trim() != r.secret {
+            return bad("raft.secret has leading or trailing whitespace".into());
+        }
+        if r.secret.chars().any(char::is_control) {
+            return bad("raft.secret contains a control character".into());
+        }
         let l = &self.lease;
         if l.min_ttl_ms == 0 || l.min_ttl_ms > l.max_ttl_ms {
             return bad(format!(
@@ -283,6 +329,39 @@ impl Config {
                     "{key} {value} is below the minimum {}",
                     crate::serve::MIN_CONNECTIONS
                 ));
+            }
+        }
+        for (key, value, max) in [
+            ("lease.max_ttl_ms", l.max_ttl_ms, MAX_TTL_MS_BOUND),
+            ("lease.max_wait_ms", l.max_wait_ms, MAX_WAIT_MS_BOUND),
+            (
+                "lease.max_lock_delay_ms",
+                l.max_lock_delay_ms,
+                MAX_LOCK_DELAY_MS_BOUND,
+            ),
+            (
+                "api.max_list_limit",
+                a.max_list_limit as u64,
+                MAX_LIST_LIMIT_BOUND as u64,
+            ),
+            (
+                "api.max_body_bytes",
+                a.max_body_bytes as u64,
+                MAX_BODY_BYTES_BOUND as u64,
+            ),
+            (
+                "api.max_connections",
+                a.max_connections as u64,
+                MAX_CONNECTIONS_BOUND as u64,
+            ),
+            (
+                "raft.max_connections",
+                r.max_connections as u64,
+                MAX_CONNECTIONS_BOUND as u64,
+            ),
+        ] {
+            if value > max {
+                return bad(format!("{key} {value} is above the maximum {max}"));
             }
         }
         if a.header_read_timeout_ms == 0 || a.body_read_timeout_ms == 0 {
@@ -387,6 +466,58 @@ data_dir = "d2"
         let text = format!("{THREE}\n[lease]\nmax_tll_ms = 5\n");
         let err = Config::parse(&text, no_env()).unwrap_err().to_string();
         assert!(err.contains("max_tll_ms"), "{err}");
+    }
+
+    /// `THREE` with `section` appended (`[raft]\nsecret = ...`).
+    fn with(section: &str) -> Result<Config, ConfigError> {
+        Config::parse(&format!("{THREE}\n{section}\n"), no_env())
+    }
+
+    #[test_case::test_case("secret = \"s3cret \"", "raft.secret" ; "trailing space")]
+    #[test_case::test_case("secret = \" s3cret\"", "raft.secret" ; "leading space")]
+    #[test_case::test_case("secret = \"s3cret\\n\"", "raft.secret" ; "trailing newline")]
+    #[test_case::test_case("secret = \"s3\\u0007cret\"", "raft.secret" ; "control character inside")]
+    #[test_case::test_case("max_connections = 1048577", "raft.max_connections" ; "raft connections above bound")]
+    fn bad_raft_values_are_rejected(line: &str, key: &str) {
+        let err = with(&format!("[raft]\n{line}")).unwrap_err().to_string();
+        assert!(err.contains(key), "{err}");
+    }
+
+    #[test_case::test_case("max_list_limit = 9223372036854775807", "api.max_list_limit" ; "list limit i64 max")]
+    #[test_case::test_case("max_list_limit = 100001", "api.max_list_limit" ; "list limit above bound")]
+    #[test_case::test_case("max_body_bytes = 16777217", "api.max_body_bytes" ; "body above bound")]
+    #[test_case::test_case("max_connections = 9223372036854775807", "api.max_connections" ; "api connections i64 max")]
+    fn bad_api_values_are_rejected(line: &str, key: &str) {
+        let err = with(&format!("[api]\n{line}")).unwrap_err().to_string();
+        assert!(err.contains(key), "{err}");
+    }
+
+    #[test_case::test_case("max_ttl_ms = 9223372036854775807", "lease.max_ttl_ms" ; "ttl i64 max")]
+    #[test_case::test_case("max_wait_ms = 86400001", "lease.max_wait_ms" ; "wait above bound")]
+    #[test_case::test_case("max_lock_delay_ms = 3600001", "lease.max_lock_delay_ms" ; "lock delay above bound")]
+    fn bad_lease_values_are_rejected(line: &str, key: &str) {
+        let err = with(&format!("[lease]\n{line}")).unwrap_err().to_string();
+        assert!(err.contains(key), "{err}");
+    }
+
+    #[test_case::test_case("[raft]\nsecret = \"a long secret with inner spaces\"" ; "secret with inner spaces")]
+    #[test_case::test_case("[api]\nmax_list_limit = 100000" ; "list limit at bound")]
+    #[test_case::test_case("[lease]\nmax_ttl_ms = 31536000000" ; "ttl at bound")]
+    fn values_at_the_bounds_are_accepted(section: &str) {
+        with(section).unwrap();
+    }
+
+    #[test_case::test_case("127.0.0.1:7001", "127.0.0.1:7102", "nodes[1].api" ; "api equals another node's api")]
+    #[test_case::test_case("127.0.0.1:7003", "127.0.0.1:7001", "nodes[1].raft" ; "raft equals another node's api")]
+    #[test_case::test_case("127.0.0.1:7003", "127.0.0.1:7003", "nodes[1].raft" ; "raft equals own api")]
+    #[test_case::test_case("0.0.0.0:7002", "127.0.0.1:7102", "nodes[1].api" ; "unspecified v4 api")]
+    #[test_case::test_case("127.0.0.1:7002", "[::]:7102", "nodes[1].raft" ; "unspecified v6 raft")]
+    fn bad_node_addresses_are_rejected(api: &str, raft: &str, key: &str) {
+        let text = THREE
+            .replace("api = \"127.0.0.1:7002\"", &format!("api = \"{api}\""))
+            .replace("raft = \"127.0.0.1:7102\"", &format!("raft = \"{raft}\""));
+        let err = Config::parse(&text, no_env()).unwrap_err().to_string();
+        assert!(err.contains(key), "{err}");
     }
 
     #[test]
