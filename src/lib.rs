@@ -40,6 +40,7 @@ pub mod node;
 pub mod raft;
 #[cfg(feature = "server")]
 pub mod serve;
+pub mod sync;
 #[cfg(feature = "server")]
 pub mod telemetry;
 pub mod wire;

@@ -79,6 +79,24 @@ async fn a_write_sent_to_a_follower_is_forwarded_to_the_leader() {
         .call_retry(follower, Method::GET, "/v1/locks/deploy", None)
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Admin requests: allow-rejoin acts on the leader, so a follower relays it (it used
+    // to answer NO_LEADER); a snapshot is built by the node that is asked.
+    let (status, allowed) = cluster
+        .call(
+            follower,
+            Method::POST,
+            &format!("/v1/cluster/nodes/{other}/allow-rejoin"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{allowed}");
+    assert_eq!(allowed["allowed"], json!(true));
+    let (status, triggered) = cluster
+        .call(follower, Method::POST, "/v1/cluster/snapshot", None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{triggered}");
+    assert_eq!(triggered["node_id"], json!(follower));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,10 @@
 //! The HTTP API (axum): `/v1` locks and cluster, health, and the follower → leader relay.
 //!
-//! [`router`] builds the public API; [`raft_rpc::router`] the peer-only Raft listener.
-//! Layers, outside in: request span (method, path, request id), body limit, relay to
-//! the leader (writes and linearizable reads on a follower), handler.
+//! [`router`] builds the public API (the peer-only Raft listener is
+//! [`crate::raft::rpc_server`]).
+//! Layers, outside in: request span (method, path, request id), body limit, then per
+//! route the relay to the leader ([`relay`]: writes and linearizable reads on a
+//! follower), handler.
 
 pub mod cluster;
 pub mod events;
@@ -10,30 +12,30 @@ pub mod extract;
 pub mod health;
 pub mod locks;
 pub mod problem;
-pub mod raft_rpc;
+pub mod relay;
 pub mod waiting;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, Method};
+use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 
-use crate::node::forward::{ForwardError, Forwarder, FORWARDED_BY_HEADER, REQUEST_ID_HEADER};
+use crate::node::forward::{Forwarder, REQUEST_ID_HEADER};
 use crate::node::Node;
 use problem::ApiError;
+use relay::Need;
 
 /// Shared state of the API handlers.
 #[derive(Clone)]
 pub struct App {
     pub node: Node,
-    pub forwarder: Forwarder,
+    forwarder: Forwarder,
     request_ids: Arc<AtomicU64>,
 }
 
@@ -70,31 +72,47 @@ impl App {
 }
 
 /// The public API router.
+///
+/// Each route declares here what it needs from the leader: the routes of the leader
+/// sub-routers carry [`relay::to_leader`] with their [`relay::Need`], the others are
+/// served by whichever node receives them.
 pub fn router(app: App) -> Router {
     let max_body = app.node.config().api.max_body_bytes;
-    Router::new()
-        .route("/v1/locks", get(locks::list))
-        .route(
-            "/v1/locks/{key}",
-            get(locks::get).delete(locks::force_release),
-        )
-        .route("/v1/locks/{key}/acquire", post(locks::acquire))
+    let relay =
+        |need| middleware::from_fn_with_state(relay::Declared::new(&app, need), relay::to_leader);
+    let leader_writes = Router::new()
+        .route("/v1/locks/{key}", delete(locks::force_release))
         .route("/v1/locks/{key}/renew", post(locks::renew))
         .route("/v1/locks/{key}/release", post(locks::release))
         .route("/v1/locks/{key}/validate", post(locks::validate))
         .route("/v1/locks/{key}/cancel", post(locks::cancel))
-        .route("/v1/locks/{key}/events", get(events::events))
-        .route("/v1/cluster", get(cluster::cluster))
         .route(
             "/v1/cluster/nodes/{id}/allow-rejoin",
             post(cluster::allow_rejoin),
         )
+        .route_layer(relay(Need::Leader));
+    let leader_acquire = Router::new()
+        .route("/v1/locks/{key}/acquire", post(locks::acquire))
+        .route_layer(relay(Need::LeaderForWait));
+    let leader_reads = Router::new()
+        .route("/v1/locks", get(locks::list))
+        .route("/v1/locks/{key}", get(locks::get))
+        .route_layer(relay(Need::LeaderUnlessLocal));
+    // This node's own view and duties; every node applies every entry, so any node
+    // serves the event stream.
+    let any_node = Router::new()
+        .route("/v1/locks/{key}/events", get(events::events))
+        .route("/v1/cluster", get(cluster::cluster))
         .route("/v1/cluster/snapshot", post(cluster::snapshot_now))
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
+        .route("/readyz", get(health::readyz));
+    Router::new()
+        .merge(leader_writes)
+        .merge(leader_acquire)
+        .merge(leader_reads)
+        .merge(any_node)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(app.clone(), relay_to_leader))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(app.clone(), request_span))
         .with_state(app)
@@ -133,98 +151,4 @@ async fn request_span(State(app): State<App>, mut req: Request, next: Next) -> R
     };
     let span = tracing::debug_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id);
     next.run(req).instrument(span).await
-}
-
-/// Whether a request must be served by the leader: every `/v1/locks` request except
-/// reads asking for `consistency=local`.
-fn needs_leader(req: &Request) -> bool {
-    let path = req.uri().path();
-    // Every node applies every entry, so any node serves the event stream.
-    if !path.starts_with("/v1/locks") || (req.method() == Method::GET && path.ends_with("/events"))
-    {
-        return false;
-    }
-    let local = req
-        .uri()
-        .query()
-        .is_some_and(|q| q.split('&').any(|kv| kv == "consistency=local"));
-    !(req.method() == Method::GET && local)
-}
-
-/// The relay timeout of requests that take longer than the usual request timeout: an
-/// acquire that waits in a queue (`wait_ms`, bounded by `lease.max_wait_ms`) and the
-/// event stream (no timeout). `None`: the forwarder's default.
-fn relay_timeout(app: &App, parts: &axum::http::request::Parts, body: &[u8]) -> Option<Duration> {
-    let path = parts.uri.path();
-    // Followers relay every write: parse the body only when it can hold a wait.
-    if !path.ends_with("/acquire") || !body.windows(7).any(|w| w == b"wait_ms") {
-        return None;
-    }
-    let wait_ms = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()?
-        .get("wait_ms")?
-        .as_u64()?
-        .min(app.node.config().lease.max_wait_ms);
-    let usual = app.node.config().api.request_timeout_ms + 1_000;
-    Some(Duration::from_millis(usual.saturating_add(wait_ms)))
-}
-
-/// On a follower, relays leader-only requests to the leader (see `node::forward`). A
-/// relayed request is never relayed again: the handler answers `NO_LEADER` if this node
-/// is not the leader after all.
-async fn relay_to_leader(State(app): State<App>, req: Request, next: Next) -> Response {
-    if !needs_leader(&req)
-        || req.headers().contains_key(FORWARDED_BY_HEADER)
-        || app.node.is_leader()
-    {
-        return next.run(req).await;
-    }
-    let max_body = app.node.config().api.max_body_bytes;
-    let (parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, max_body).await {
-        Ok(b) => b,
-        Err(_) => {
-            return ApiError::PayloadTooLarge("request body exceeds api.max_body_bytes".into())
-                .into_response()
-        }
-    };
-    let wait = Duration::from_millis(app.node.config().api.leader_wait_ms);
-    let Some(leader) = app.node.wait_for_leader(wait).await else {
-        return ApiError::NoLeader(format!("no leader known within {wait:?}")).into_response();
-    };
-    if leader.id == app.node.id() {
-        return next
-            .run(Request::from_parts(parts, Body::from(bytes)))
-            .await;
-    }
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let is_write = parts.method != Method::GET;
-    let timeout = relay_timeout(&app, &parts, &bytes);
-    match app
-        .forwarder
-        .relay(
-            leader.id,
-            &leader.api,
-            parts.method.clone(),
-            path,
-            &parts.headers,
-            bytes,
-            timeout,
-        )
-        .await
-    {
-        Ok(r) => {
-            let mut resp = Response::new(Body::from(r.body));
-            *resp.status_mut() = r.status;
-            resp.headers_mut().extend(r.headers);
-            resp
-        }
-        Err(e @ ForwardError::Unreachable { .. }) => {
-            ApiError::NoLeader(e.to_string()).into_response()
-        }
-        Err(e @ ForwardError::NoAnswer { .. }) if is_write => {
-            ApiError::OutcomeUnknown(e.to_string()).into_response()
-        }
-        Err(e) => ApiError::NoLeader(e.to_string()).into_response(),
-    }
 }

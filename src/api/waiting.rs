@@ -11,7 +11,8 @@
 //! when the wait runs out here, or the client goes away (the handler future is
 //! dropped), the node cancels the wait; if the queue granted the key meanwhile, the
 //! cancel releases that grant, so no lock is left held by nobody. A cancel proposed on
-//! a node that no longer leads is relayed to the leader's `POST /v1/locks/{key}/cancel`.
+//! a node that no longer leads is relayed to the leader's `POST /v1/locks/{key}/cancel`
+//! by [`super::relay`], like a client's request.
 //!
 //! # Caveats
 //! - Waiting is bounded by `lease.max_wait_ms`; the queue itself drops a waiter at its
@@ -23,14 +24,18 @@
 
 use std::time::{Duration, Instant};
 
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderValue, Method};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::problem::ApiError;
+use super::relay::{self, Outgoing};
 use super::App;
 use crate::locks::{
     AcquireOptions, CancelReason, Command, Event, EventKind, Grant, Key, Owner, Reply, Token,
 };
 use crate::node::NodeError;
+use crate::wire::{CancelReason as WireCancelReason, CancelRequest};
 
 /// Attempts (with a pause between) to get a cancel committed before giving up on it.
 const CANCEL_ATTEMPTS: u32 = 20;
@@ -198,44 +203,34 @@ pub async fn cancel(app: &App, key: &Key, owner: &Owner, reason: CancelReason) {
     tracing::warn!(key = %key, owner = %owner, "gave up cancelling a wait; the queue drops it at its deadline");
 }
 
-/// Sends the cancel to the leader's API; true when the leader answered 200.
+/// Sends the cancel to the leader's `POST /v1/locks/{key}/cancel` through the same
+/// relay as client requests; true when the leader answered 200.
 async fn relay_cancel(app: &App, key: &Key, owner: &Owner, reason: CancelReason) -> bool {
-    let Some(leader) = app.node.leader() else {
-        return false;
-    };
-    if leader.id == app.node.id() {
-        return false;
-    }
-    let body = serde_json::json!({
-        "owner": owner.as_str(),
-        "reason": match reason {
-            CancelReason::Timeout => "timeout",
-            CancelReason::Disconnected => "disconnected",
+    let body = CancelRequest {
+        owner: owner.as_str().to_string(),
+        reason: match reason {
+            CancelReason::Timeout => WireCancelReason::Timeout,
+            CancelReason::Disconnected => WireCancelReason::Disconnected,
         },
-    });
-    let path = format!("/v1/locks/{key}/cancel");
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::CONTENT_TYPE,
-        reqwest::header::HeaderValue::from_static("application/json"),
-    );
-    match app
-        .forwarder
-        .relay(
-            leader.id,
-            &leader.api,
-            reqwest::Method::POST,
-            &path,
-            &headers,
-            body.to_string().into(),
-            None,
-        )
-        .await
-    {
-        Ok(r) => r.status.is_success(),
-        Err(e) => {
-            tracing::debug!(error = %e, "relaying a cancel failed");
+    };
+    let body = serde_json::to_vec(&body).expect("a string and an enum always serialize");
+    let target = format!("/v1/locks/{key}/cancel");
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let outgoing = Outgoing {
+        method: Method::POST,
+        target: &target,
+        headers: &headers,
+        body: body.into(),
+        timeout: None,
+    };
+    match relay::send_to_leader(app, outgoing).await {
+        Some(answer) if answer.status().is_success() => true,
+        Some(answer) => {
+            tracing::debug!(status = %answer.status(), "relaying a cancel failed");
             false
         }
+        // This node leads now: the next attempt proposes the cancel here.
+        None => false,
     }
 }

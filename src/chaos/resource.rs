@@ -20,6 +20,8 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use crate::sync::LockUnpoisoned;
+
 /// Highest accepted token per key.
 #[derive(Default)]
 pub struct Resource {
@@ -61,7 +63,7 @@ impl Resource {
 
     /// Tries a write with `token` on `key`.
     pub fn write(&self, key: &str, token: u64) -> WriteAnswer {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.lock_unpoisoned();
         state.seq += 1;
         let seq = state.seq;
         let top = state.highest.entry(key.to_string()).or_insert(0);

@@ -31,6 +31,7 @@ use serde_json::Value;
 
 use super::history::{Holder, Op, OpKind, Outcome};
 use super::resource::{self, Resource, WriteAnswer, WriteRequest};
+use crate::sync::LockUnpoisoned;
 use crate::wire::{
     parse_rfc3339_ms, AcquireRequest, ErrorCode, Lease, LockInfo, Problem, ReleaseRequest,
     Released, RenewRequest,
@@ -104,7 +105,7 @@ impl Recorder {
     }
 
     fn push(&self, op: Op) {
-        self.ops.lock().unwrap_or_else(|p| p.into_inner()).push(op);
+        self.ops.lock_unpoisoned().push(op);
     }
 }
 
@@ -553,7 +554,7 @@ pub async fn run(settings: Settings) -> Result<usize, String> {
     for t in tasks {
         t.await.map_err(|e| e.to_string())?;
     }
-    let ops = std::mem::take(&mut *rec.ops.lock().unwrap_or_else(|p| p.into_inner()));
+    let ops = std::mem::take(&mut *rec.ops.lock_unpoisoned());
     std::fs::create_dir_all(&settings.out).map_err(|e| e.to_string())?;
     let mut text = String::new();
     for op in &ops {

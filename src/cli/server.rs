@@ -101,7 +101,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
     ));
     let raft_server = tokio::spawn(http::serve(
         raft_listener,
-        api::raft_rpc::router(node.clone()),
+        crate::raft::rpc_server::router(node.raft().clone(), &node.config().raft.secret),
         raft_limits,
         stopped(stop_rx.clone()),
     ));

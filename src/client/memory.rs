@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use super::{Client, ClientError, Granted, Lease, LockInfo, Released, Validation};
 use crate::locks::{Command, Key, LockError, LockTable, Owner, Reply, Token};
+use crate::sync::LockUnpoisoned;
 use crate::wire::ErrorCode;
 
 /// The lock operations an application uses, by a remote cluster or in process.
@@ -91,7 +92,7 @@ impl MemoryLocks {
     /// Applies `make(now)` as the next "log entry".
     fn apply(&self, make: impl FnOnce(u64) -> Command) -> Reply {
         let now = self.now_ms();
-        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.state.lock_unpoisoned();
         let (table, index) = &mut *guard;
         *index += 1;
         table.apply(*index, &make(now)).reply
@@ -99,7 +100,7 @@ impl MemoryLocks {
 
     fn read<T>(&self, f: impl FnOnce(&LockTable, u64) -> T) -> T {
         let now = self.now_ms();
-        let guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = self.state.lock_unpoisoned();
         f(&guard.0, now)
     }
 }

@@ -26,6 +26,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::raft::typ::CommittedLeaderId;
+use crate::sync::LockUnpoisoned;
 
 #[derive(Clone, Debug)]
 struct Anchor {
@@ -51,7 +52,7 @@ pub fn wall_clock_ms() -> u64 {
 impl ClusterClock {
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Anchor>> {
         // The guarded value is plain data that is always valid; recover from poisoning.
-        self.anchor.lock().unwrap_or_else(|p| p.into_inner())
+        self.anchor.lock_unpoisoned()
     }
 
     /// Starts cluster time for `leader` at `max(wall_ms, applied_ms)`, not yet ready.

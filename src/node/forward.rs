@@ -1,16 +1,17 @@
 //! Follower → leader relay of client requests.
 //!
-//! A follower that receives a write or a linearizable read sends the same request (method,
-//! path and query, content type, body) to the leader's API address and relays the answer
-//! unchanged. Rules, after the forwarding bugs Jepsen found in other Raft stores:
+//! Which requests are relayed, and with which deadline, is decided by `api::relay`; this
+//! module only carries them. A follower that receives a write or a linearizable read
+//! sends the same request (method, path and query, content type, body) to the leader's
+//! API address and relays the answer unchanged. Rules, after the forwarding bugs Jepsen found in other Raft stores:
 //! - **One hop.** A relayed request carries [`FORWARDED_BY_HEADER`]; a node that gets such
 //!   a request and is not the leader answers `NO_LEADER` instead of relaying it again, so
 //!   requests never bounce between nodes during an election.
 //! - **No retries here.** If the leader cannot be reached before the request was sent, the
 //!   answer is `NO_LEADER`; if it was sent and no answer came, `OUTCOME_UNKNOWN` for writes
 //!   (it may have committed) — never a failure. Clients retry; every write is idempotent.
-//! - **Bounded.** The relay has the API request timeout; waiting for an unknown leader is
-//!   bounded by `api.leader_wait_ms`.
+//! - **Bounded.** The relay has the API request timeout (a waiting acquire: plus its
+//!   bounded wait); waiting for an unknown leader is bounded by `api.leader_wait_ms`.
 //!
 //! # Caveats
 //! The relay buffers the (size-limited) body; streaming is not needed for lock requests.
@@ -32,11 +33,17 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
     /// The request did not reach the leader; nothing happened there.
-    #[error("leader {leader} unreachable: {reason}")]
-    Unreachable { leader: NodeId, reason: String },
+    #[error("leader {leader} unreachable: {source}")]
+    Unreachable {
+        leader: NodeId,
+        source: reqwest::Error,
+    },
     /// The request was sent but no answer came back; it may have taken effect.
-    #[error("no answer from leader {leader}: {reason}")]
-    NoAnswer { leader: NodeId, reason: String },
+    #[error("no answer from leader {leader}: {source}")]
+    NoAnswer {
+        leader: NodeId,
+        source: reqwest::Error,
+    },
 }
 
 /// The leader's answer, to be passed back to the client as is.
@@ -70,6 +77,11 @@ impl Forwarder {
         })
     }
 
+    /// The deadline of a relay that does not ask for its own.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Sends the request to the leader at `leader_api` and returns its answer; `timeout`
     /// replaces the forwarder's own (a waiting acquire needs longer).
     #[allow(clippy::too_many_arguments)]
@@ -99,17 +111,11 @@ impl Forwarder {
                 req = req.header(name, v.clone());
             }
         }
-        let resp = req.send().await.map_err(|e| {
-            if e.is_connect() {
-                ForwardError::Unreachable {
-                    leader,
-                    reason: e.to_string(),
-                }
+        let resp = req.send().await.map_err(|source| {
+            if source.is_connect() {
+                ForwardError::Unreachable { leader, source }
             } else {
-                ForwardError::NoAnswer {
-                    leader,
-                    reason: e.to_string(),
-                }
+                ForwardError::NoAnswer { leader, source }
             }
         })?;
         let status = resp.status();
@@ -123,10 +129,10 @@ impl Forwarder {
             HeaderName::from_static("x-baton-served-by"),
             HeaderValue::from(leader),
         );
-        let body = resp.bytes().await.map_err(|e| ForwardError::NoAnswer {
-            leader,
-            reason: e.to_string(),
-        })?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|source| ForwardError::NoAnswer { leader, source })?;
         Ok(Relayed {
             status,
             headers: out,

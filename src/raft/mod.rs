@@ -31,6 +31,7 @@
 pub mod event_log;
 pub mod log_store;
 pub mod network;
+pub mod rpc_server;
 pub mod snapshot;
 pub mod state_machine;
 pub mod store;
@@ -72,6 +73,7 @@ pub mod typ {
     pub type Snapshot = alias::SnapshotOf<TypeConfig, std::io::Cursor<Vec<u8>>>;
     pub type CommittedLeaderId = alias::CommittedLeaderIdOf<TypeConfig>;
     pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
+    pub type Fatal = openraft::errors::Fatal<TypeConfig>;
     pub type RaftError<E = openraft::errors::Infallible> =
         openraft::errors::RaftError<TypeConfig, E>;
     pub type ClientWriteError = openraft::errors::ClientWriteError<TypeConfig>;

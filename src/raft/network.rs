@@ -3,7 +3,7 @@
 //! Each RPC is one `POST http://<peer raft addr>/raft/<rpc>` whose body is the postcard
 //! encoding of the openraft request and whose `200` answer is the postcard encoding of
 //! the response. Every request carries the cluster secret in [`SECRET_HEADER`]; the
-//! receiving side (`api::raft_rpc`) refuses requests without it. Connections are pooled
+//! receiving side (`rpc_server`) refuses requests without it. Connections are pooled
 //! and kept alive by one shared `reqwest::Client` per node.
 //!
 //! Error mapping: a refused connection is `Unreachable` (openraft backs off); any other

@@ -1,8 +1,12 @@
-//! The peer-only Raft listener: `POST /raft/*` with postcard bodies and the cluster secret.
+//! The peer-only Raft listener: `POST /raft/*` with postcard bodies and the cluster secret;
+//! the receiving side of [`super::network`].
 //!
 //! A request without the right secret gets 401; a body that does not decode gets 400.
 //! Neither reaches Raft. A Raft error (the node is stopping) is 503, which the sending
-//! side treats as "unreachable".
+//! side treats as "unreachable". Nothing here knows the node or the public API: the
+//! router serves one Raft handle with one secret.
+
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -13,20 +17,26 @@ use axum::Router;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::codec;
-use crate::node::Node;
-use crate::raft::network::{path, INITIALIZED_PATH, SECRET_HEADER};
-use crate::raft::typ::{
-    AppendEntriesRequest, SnapshotMeta, TransferLeaderRequest, Vote, VoteRequest,
+use super::network::{path, INITIALIZED_PATH, SECRET_HEADER};
+use super::typ::{
+    self, AppendEntriesRequest, SnapshotMeta, TransferLeaderRequest, Vote, VoteRequest,
 };
+use crate::codec;
 
 /// Largest Raft message other than a snapshot.
 const MAX_RPC_BYTES: usize = 64 * 1024 * 1024;
 /// Largest snapshot accepted.
 const MAX_SNAPSHOT_BYTES: usize = 4 * 1024 * 1024 * 1024;
 
-/// The Raft RPC router of `node`.
-pub fn router(node: Node) -> Router {
+/// What the handlers serve: the node's Raft and the secret its peers must present.
+#[derive(Clone)]
+struct Peer {
+    raft: typ::Raft,
+    secret: Arc<str>,
+}
+
+/// The Raft RPC router of `raft`, open to peers that present `secret`.
+pub fn router(raft: typ::Raft, secret: &str) -> Router {
     Router::new()
         .route(path::APPEND, post(append))
         .route(path::VOTE, post(vote))
@@ -39,11 +49,14 @@ pub fn router(node: Node) -> Router {
                 .route(path::SNAPSHOT, post(snapshot))
                 .layer(DefaultBodyLimit::max(MAX_SNAPSHOT_BYTES)),
         )
-        .with_state(node)
+        .with_state(Peer {
+            raft,
+            secret: secret.into(),
+        })
 }
 
-fn authorized(node: &Node, headers: &HeaderMap) -> bool {
-    let expected = node.config().raft.secret.as_bytes();
+fn authorized(peer: &Peer, headers: &HeaderMap) -> bool {
+    let expected = peer.secret.as_bytes();
     let Some(given) = headers.get(SECRET_HEADER).map(|v| v.as_bytes()) else {
         return false;
     };
@@ -57,11 +70,11 @@ fn authorized(node: &Node, headers: &HeaderMap) -> bool {
 }
 
 fn decode_body<T: DeserializeOwned>(
-    node: &Node,
+    peer: &Peer,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<T, (StatusCode, String)> {
-    if !authorized(node, headers) {
+    if !authorized(peer, headers) {
         return Err((
             StatusCode::UNAUTHORIZED,
             "missing or wrong cluster secret".into(),
@@ -80,50 +93,50 @@ fn encode_answer<T: Serialize, E: std::fmt::Display>(result: Result<T, E>) -> Re
     }
 }
 
-async fn append(State(node): State<Node>, headers: HeaderMap, body: Bytes) -> Response {
-    match decode_body::<AppendEntriesRequest>(&node, &headers, &body) {
-        Ok(req) => encode_answer(node.raft().append_entries(req).await),
+async fn append(State(peer): State<Peer>, headers: HeaderMap, body: Bytes) -> Response {
+    match decode_body::<AppendEntriesRequest>(&peer, &headers, &body) {
+        Ok(req) => encode_answer(peer.raft.append_entries(req).await),
         Err(refusal) => refusal.into_response(),
     }
 }
 
-async fn vote(State(node): State<Node>, headers: HeaderMap, body: Bytes) -> Response {
-    match decode_body::<VoteRequest>(&node, &headers, &body) {
-        Ok(req) => encode_answer(node.raft().vote(req).await),
+async fn vote(State(peer): State<Peer>, headers: HeaderMap, body: Bytes) -> Response {
+    match decode_body::<VoteRequest>(&peer, &headers, &body) {
+        Ok(req) => encode_answer(peer.raft.vote(req).await),
         Err(refusal) => refusal.into_response(),
     }
 }
 
-async fn pre_vote(State(node): State<Node>, headers: HeaderMap, body: Bytes) -> Response {
-    match decode_body::<VoteRequest>(&node, &headers, &body) {
-        Ok(req) => encode_answer(node.raft().pre_vote(req).await),
+async fn pre_vote(State(peer): State<Peer>, headers: HeaderMap, body: Bytes) -> Response {
+    match decode_body::<VoteRequest>(&peer, &headers, &body) {
+        Ok(req) => encode_answer(peer.raft.pre_vote(req).await),
         Err(refusal) => refusal.into_response(),
     }
 }
 
-async fn snapshot(State(node): State<Node>, headers: HeaderMap, body: Bytes) -> Response {
-    match decode_body::<(Vote, SnapshotMeta, Vec<u8>)>(&node, &headers, &body) {
+async fn snapshot(State(peer): State<Peer>, headers: HeaderMap, body: Bytes) -> Response {
+    match decode_body::<(Vote, SnapshotMeta, Vec<u8>)>(&peer, &headers, &body) {
         Ok((vote, meta, data)) => {
-            let snapshot = crate::raft::typ::Snapshot {
+            let snapshot = typ::Snapshot {
                 meta,
                 snapshot: std::io::Cursor::new(data),
             };
-            encode_answer(node.raft().install_full_snapshot(vote, snapshot).await)
+            encode_answer(peer.raft.install_full_snapshot(vote, snapshot).await)
         }
         Err(refusal) => refusal.into_response(),
     }
 }
 
-async fn transfer_leader(State(node): State<Node>, headers: HeaderMap, body: Bytes) -> Response {
-    match decode_body::<TransferLeaderRequest>(&node, &headers, &body) {
-        Ok(req) => encode_answer(node.raft().handle_transfer_leader(req).await),
+async fn transfer_leader(State(peer): State<Peer>, headers: HeaderMap, body: Bytes) -> Response {
+    match decode_body::<TransferLeaderRequest>(&peer, &headers, &body) {
+        Ok(req) => encode_answer(peer.raft.handle_transfer_leader(req).await),
         Err(refusal) => refusal.into_response(),
     }
 }
 
-async fn initialized(State(node): State<Node>, headers: HeaderMap) -> Response {
-    if !authorized(&node, &headers) {
+async fn initialized(State(peer): State<Peer>, headers: HeaderMap) -> Response {
+    if !authorized(&peer, &headers) {
         return (StatusCode::UNAUTHORIZED, "missing or wrong cluster secret").into_response();
     }
-    encode_answer(node.raft().is_initialized().await)
+    encode_answer(peer.raft.is_initialized().await)
 }

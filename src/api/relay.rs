@@ -1,0 +1,225 @@
+//! Forwarding policy: which requests a follower relays to the leader, and for how long.
+//!
+//! This module is the one owner of that decision; [`crate::node::forward`] is only the
+//! transport (and states the relay rules: one hop, `NO_LEADER` vs `OUTCOME_UNKNOWN`,
+//! bounded). Routes declare what they need from the leader where they are registered
+//! ([`super::router`]): a route of a leader sub-router gets the [`to_leader`] middleware
+//! as a `route_layer` with its [`Need`]; a route outside those sub-routers is served by
+//! whichever node receives it (health, cluster view, event streams, `POST
+//! /v1/cluster/snapshot`). Unmatched paths and methods are answered where they arrive.
+//!
+//! On a follower, a leader route's request is relayed byte for byte (method, path and
+//! query, body) to the leader's API address, and the leader's answer is passed back. The
+//! relay's deadline is the forwarder's (`api.request_timeout_ms` plus a second), except
+//! for an acquire that waits in a queue: its relay may last as long as the wait its body
+//! asks for (`wait_ms`, bounded by `lease.max_wait_ms`), read by parsing the body.
+//!
+//! [`send_to_leader`] is the same relay for requests the node makes itself (a waiting
+//! client's cancel, see [`super::waiting`]).
+//!
+//! # Caveats
+//! - A leader route buffers the (size-limited) body on a follower before relaying it;
+//!   on the leader the body is not touched here.
+//! - A relayed request that reaches a node that does not lead is served there and
+//!   answered `NO_LEADER` by the handler (one hop, never a chain).
+
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, Method, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::problem::ApiError;
+use super::App;
+use crate::node::forward::{ForwardError, FORWARDED_BY_HEADER};
+use crate::wire::{AcquireRequest, Consistency};
+
+/// What a route needs from the leader, declared where the route is registered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// Writes, and reads confirmed with a quorum (`validate`): served by the leader.
+    Leader,
+    /// Reads: served by the leader unless the query asks for `consistency=local`.
+    LeaderUnlessLocal,
+    /// An acquire: served by the leader; its relay lasts as long as the `wait_ms` its
+    /// body asks for.
+    LeaderForWait,
+}
+
+/// The state of one route's [`to_leader`] middleware: the API and the route's need.
+#[derive(Clone)]
+pub struct Declared {
+    app: App,
+    need: Need,
+}
+
+impl Declared {
+    /// The relay of a route that needs `need`.
+    pub fn new(app: &App, need: Need) -> Declared {
+        Declared {
+            app: app.clone(),
+            need,
+        }
+    }
+}
+
+/// The part of a read's query the relay looks at; the handler validates the whole query.
+#[derive(Deserialize)]
+struct ConsistencyOf {
+    #[serde(default)]
+    consistency: Consistency,
+}
+
+impl Need {
+    /// Whether a request to this route (with this target) must be served by the leader.
+    fn requires_leader(self, uri: &Uri) -> bool {
+        match self {
+            Need::Leader | Need::LeaderForWait => true,
+            // A query that does not parse goes to the leader, whose handler refuses it
+            // as it would here.
+            Need::LeaderUnlessLocal => !matches!(
+                Query::<ConsistencyOf>::try_from_uri(uri),
+                Ok(Query(ConsistencyOf {
+                    consistency: Consistency::Local
+                }))
+            ),
+        }
+    }
+
+    /// The relay's deadline; `None` is the forwarder's own.
+    fn relay_timeout(self, app: &App, body: &[u8]) -> Option<Duration> {
+        if self != Need::LeaderForWait {
+            return None;
+        }
+        let wait_ms = acquire_wait_ms(body, app.node.config().lease.max_wait_ms)?;
+        Some(app.forwarder.timeout() + Duration::from_millis(wait_ms))
+    }
+}
+
+/// The wait an acquire body asks for, capped at `max_wait_ms` (the leader refuses more
+/// at once); `None` without a wait, or for a body the leader refuses at once.
+fn acquire_wait_ms(body: &[u8], max_wait_ms: u64) -> Option<u64> {
+    let wait_ms = serde_json::from_slice::<AcquireRequest>(body)
+        .ok()?
+        .wait_ms?;
+    Some(wait_ms.min(max_wait_ms))
+}
+
+/// Middleware of the leader routes: on a follower, relays the request to the leader
+/// (see the module docs); on the leader, or for a request that was relayed already,
+/// runs the handler.
+pub async fn to_leader(State(route): State<Declared>, req: Request, next: Next) -> Response {
+    let app = &route.app;
+    if req.headers().contains_key(FORWARDED_BY_HEADER)
+        || app.node.is_leader()
+        || !route.need.requires_leader(req.uri())
+    {
+        return next.run(req).await;
+    }
+    let max_body = app.node.config().api.max_body_bytes;
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, max_body).await else {
+        return ApiError::PayloadTooLarge("request body exceeds api.max_body_bytes".into())
+            .into_response();
+    };
+    let outgoing = Outgoing {
+        method: parts.method.clone(),
+        target: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+        headers: &parts.headers,
+        body: bytes.clone(),
+        timeout: route.need.relay_timeout(app, &bytes),
+    };
+    match send_to_leader(app, outgoing).await {
+        Some(answer) => answer,
+        // This node became the leader while waiting for one.
+        None => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+    }
+}
+
+/// A request to relay to the leader.
+pub struct Outgoing<'a> {
+    pub method: Method,
+    /// Path and query, sent byte for byte.
+    pub target: &'a str,
+    /// The forwarder copies the content type, request id and credentials from these.
+    pub headers: &'a HeaderMap,
+    pub body: Bytes,
+    /// The relay's deadline; `None` is the forwarder's own.
+    pub timeout: Option<Duration>,
+}
+
+/// Waits (up to `api.leader_wait_ms`) for a known leader and relays `req` to it.
+/// Returns the leader's answer, or this node's problem answer when there is none
+/// (`NO_LEADER` if the request did not reach the leader, `OUTCOME_UNKNOWN` if a write
+/// got no answer); `None` when this node is the leader, so the caller serves it here.
+pub async fn send_to_leader(app: &App, req: Outgoing<'_>) -> Option<Response> {
+    let wait = Duration::from_millis(app.node.config().api.leader_wait_ms);
+    let Some(leader) = app.node.wait_for_leader(wait).await else {
+        return Some(
+            ApiError::NoLeader(format!("no leader known within {wait:?}")).into_response(),
+        );
+    };
+    if leader.id == app.node.id() {
+        return None;
+    }
+    let is_write = req.method != Method::GET;
+    let relayed = app
+        .forwarder
+        .relay(
+            leader.id,
+            &leader.api,
+            req.method,
+            req.target,
+            req.headers,
+            req.body,
+            req.timeout,
+        )
+        .await;
+    Some(match relayed {
+        Ok(r) => {
+            let mut resp = Response::new(Body::from(r.body));
+            *resp.status_mut() = r.status;
+            resp.headers_mut().extend(r.headers);
+            resp
+        }
+        Err(e @ ForwardError::NoAnswer { .. }) if is_write => {
+            ApiError::OutcomeUnknown(e.to_string()).into_response()
+        }
+        Err(e) => ApiError::NoLeader(e.to_string()).into_response(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use test_case::test_case;
+
+    #[test_case("/v1/locks/a", true; "a read without a query is linearizable")]
+    #[test_case("/v1/locks/a?consistency=linearizable", true; "linearizable")]
+    #[test_case("/v1/locks/a?consistency=local", false; "local")]
+    #[test_case("/v1/locks?prefix=a&consistency=local&limit=5", false; "local among others")]
+    #[test_case("/v1/locks/a?consistency=%6Cocal", false; "local percent-encoded")]
+    #[test_case("/v1/locks/a?consistency=bogus", true; "a bad query goes to the leader")]
+    #[test_case("/v1/locks/a?consistency=local&consistency=local", true; "a repeated field goes to the leader")]
+    fn reads_need_the_leader_unless_they_ask_for_local(target: &str, leader: bool) {
+        let uri: Uri = target.parse().expect("a valid target");
+        assert_eq!(Need::LeaderUnlessLocal.requires_leader(&uri), leader);
+        assert!(Need::Leader.requires_leader(&uri));
+    }
+
+    #[test_case(r#"{"owner":"a"}"#, None; "no wait")]
+    #[test_case(r#"{"owner":"a","wait_ms":5000}"#, Some(5_000); "a wait")]
+    #[test_case(r#"{"owner":"a","wait_ms":90000}"#, Some(60_000); "capped at the maximum")]
+    #[test_case(r#"{"owner":"a","wait_ms":-1}"#, None; "a bad wait is refused at once")]
+    #[test_case(r#"{"owner":"a","wait_ms":5000,"x":1}"#, None; "an unknown field is refused at once")]
+    #[test_case("not json wait_ms", None; "not json")]
+    fn a_waiting_acquire_is_relayed_for_as_long_as_its_wait(body: &str, wait: Option<u64>) {
+        assert_eq!(acquire_wait_ms(body.as_bytes(), 60_000), wait);
+    }
+}
