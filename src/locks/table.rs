@@ -659,7 +659,9 @@ fn cancel_wait(st: &mut KeyState, owner: &Owner, reason: CancelReason, step: &mu
 
 /// A new grant by this entry: its index is the token.
 fn new_grant(key: &Key, owner: &Owner, ttl_ms: u64, lock_delay_ms: u64, step: &mut Step) -> Grant {
-    debug_assert!(!step.granted, "one entry grants at most one lock");
+    // Tokens are the granting entry's index: a second grant in one entry would hand two
+    // holders the same token, and fencing would no longer tell them apart.
+    assert!(!step.granted, "one entry grants at most one lock");
     step.granted = true;
     let grant = Grant {
         key: key.clone(),
