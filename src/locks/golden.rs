@@ -255,21 +255,80 @@ impl goldenscript::Runner for TableRunner {
     }
 }
 
+/// Directory of the golden scripts.
+fn scripts_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/locks/testscripts")
+}
+
+/// Runs `testscripts/NAME.txt`.
+fn run_script(name: &str) {
+    let path = scripts_dir().join(format!("{name}.txt"));
+    goldenscript::run(&mut TableRunner::default(), &path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+/// One test per script (as toyDB's `test_each_path!`), so a failing script is named in
+/// the test output, and the list of names for [`every_script_file_is_listed`].
+macro_rules! golden_scripts {
+    ($($name:ident),+ $(,)?) => {
+        /// One test per file in `testscripts/`, named after the file.
+        mod script {
+            $(
+                #[test]
+                fn $name() {
+                    super::run_script(stringify!($name));
+                }
+            )+
+        }
+
+        const LISTED_SCRIPTS: &[&str] = &[$(stringify!($name)),+];
+    };
+}
+
+golden_scripts! {
+    acquire_held,
+    acquire_idempotent,
+    acquire_release,
+    cancel_wait,
+    expiry_boundary,
+    force_release,
+    list_pagination,
+    lock_delay,
+    queue_expiry_handoff,
+    queue_fifo,
+    queue_wait_timeout,
+    refresh_after_clock_jump,
+    refresh_on_promotion,
+    release_by_owner,
+    release_stale_token,
+    renew,
+    renew_after_expiry_is_lost,
+    sweep,
+    time_never_goes_backwards,
+    tokens_increase_across_keys,
+}
+
+/// A script added to `testscripts/` but not to `golden_scripts!` would never run.
 #[test]
-fn golden_scripts() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/locks/testscripts");
-    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+fn every_script_file_is_listed() {
+    let dir = scripts_dir();
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
         .expect("testscripts directory")
-        .filter_map(|e| e.ok().map(|e| e.path()))
+        .map(|e| e.expect("directory entry").path())
+        .map(|p| {
+            let name = p.file_name().expect("file name").to_string_lossy();
+            name.strip_suffix(".txt")
+                .unwrap_or_else(|| panic!("{}: golden scripts end in .txt", p.display()))
+                .to_string()
+        })
         .collect();
-    paths.sort();
-    assert!(
-        paths.len() >= 10,
-        "expected the golden scripts in {}",
+    files.sort();
+    let mut listed: Vec<String> = LISTED_SCRIPTS.iter().map(|s| s.to_string()).collect();
+    listed.sort();
+    assert_eq!(
+        files,
+        listed,
+        "scripts in {} and the golden_scripts! list differ",
         dir.display()
     );
-    for path in paths {
-        goldenscript::run(&mut TableRunner::default(), &path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    }
 }
