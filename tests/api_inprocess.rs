@@ -1,0 +1,938 @@
+//! The HTTP API in-process: a single-node cluster in a temp dir, requests sent through
+//! `api::router(..).oneshot(..)` without sockets or child processes.
+//!
+//! Covers every error code of the README's table that one node can produce — each bad
+//! input is one row of a table: status, `code`, `application/problem+json`, and no
+//! state changed — and the success shapes. `NO_LEADER` comes from a node whose peer
+//! never starts (it cannot initialise a cluster), `INTERNAL` from a node that was shut
+//! down. Each test starts its own node (about 0.3 s) and shuts it down at the end, so
+//! RocksDB closes before the test's runtime ends. What needs several nodes is in
+//! `tests/api.rs`: the relay through a follower, and `OUTCOME_UNKNOWN` / `NO_LEADER`
+//! from a leader cut off from its quorum.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use baton::api;
+use baton::config::{ApiConfig, Config, LeaseConfig, NodeConfig, RaftConfig};
+use baton::node::Node;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+/// How long a test waits for the node to lead or for a lease to run out.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+const JSON: Option<&str> = Some("application/json");
+
+/// One node and the API router over it; the data dir lives as long as this.
+struct TestApi {
+    node: Node,
+    router: Router,
+    _dir: tempfile::TempDir,
+}
+
+/// One answer: status, headers and the JSON body (`Null` when there is none).
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+impl Answer {
+    fn content_type(&self) -> &str {
+        self.headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+}
+
+/// An unused loopback address: nothing answers there (the API of a single node is
+/// never dialled; a peer there is unreachable).
+fn unused_addr() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    listener.local_addr().expect("local addr").to_string()
+}
+
+/// A cluster of `nodes` nodes of which this test runs node 1, with short timings so
+/// that leases and sweeps take milliseconds.
+fn config(dir: &std::path::Path, nodes: u64) -> Config {
+    let config = Config {
+        nodes: (1..=nodes)
+            .map(|id| NodeConfig {
+                id,
+                api: unused_addr(),
+                raft: unused_addr(),
+                data_dir: dir.join(format!("n{id}")),
+            })
+            .collect(),
+        raft: RaftConfig {
+            heartbeat_interval_ms: 50,
+            election_timeout_min_ms: 200,
+            election_timeout_max_ms: 400,
+            sweep_interval_ms: 50,
+            ..RaftConfig::default()
+        },
+        lease: LeaseConfig {
+            min_ttl_ms: 100,
+            ..LeaseConfig::default()
+        },
+        api: ApiConfig {
+            leader_wait_ms: 300,
+            ..ApiConfig::default()
+        },
+    };
+    config.validate().expect("test config is valid");
+    config
+}
+
+impl TestApi {
+    /// A single-node cluster: node 1 initialises it alone and leads.
+    async fn start() -> TestApi {
+        let api = Self::start_node(1).await;
+        api.wait_ready().await;
+        api
+    }
+
+    /// Node 1 of an `nodes`-node cluster; the others never start.
+    async fn start_node(nodes: u64) -> TestApi {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Arc::new(config(dir.path(), nodes));
+        let node = Node::start(config, 1).await.expect("node starts");
+        let router = api::router(api::App::new(node.clone()).expect("api state"));
+        TestApi {
+            node,
+            router,
+            _dir: dir,
+        }
+    }
+
+    /// Waits until `/readyz` says ready and a write goes through (the leader's clock is
+    /// anchored and its lease refresh committed).
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let ready = self.send(Method::GET, "/readyz", None, "").await;
+            if ready.status == StatusCode::OK {
+                let probe = self
+                    .post("/v1/locks/ready-probe/release", json!({"owner": "probe"}))
+                    .await;
+                if probe.status == StatusCode::OK {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "single node not ready: {}",
+                ready.body
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn shutdown(self) {
+        self.node.shutdown().await;
+    }
+
+    /// One request with a raw body.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<Body>,
+    ) -> Answer {
+        self.request(method, path, content_type, HeaderMap::new(), body)
+            .await
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        headers: HeaderMap,
+        body: impl Into<Body>,
+    ) -> Answer {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(ct) = content_type {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        let mut req = req.body(body.into()).expect("request");
+        req.headers_mut().extend(headers);
+        let resp = self
+            .router
+            .clone()
+            .oneshot(req)
+            .await
+            .expect("the router is infallible");
+        let (parts, body) = resp.into_parts();
+        let bytes = body.collect().await.expect("body").to_bytes();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Answer {
+        self.send(Method::POST, path, JSON, body.to_string()).await
+    }
+
+    async fn get(&self, path: &str) -> Answer {
+        self.send(Method::GET, path, None, "").await
+    }
+
+    /// Every lock with its waiters, and the stored key count: what a bad request must
+    /// leave as it was.
+    async fn state(&self) -> (Value, usize) {
+        let page = self.get("/v1/locks?limit=1000").await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        let stored = self.node.with_local_table(|t| t.len());
+        (page.body, stored)
+    }
+}
+
+/// Asserts the problem+json shape of an error answer.
+fn assert_problem(what: &str, answer: &Answer, status: StatusCode, code: &str) {
+    let p = &answer.body;
+    assert_eq!(answer.status, status, "{what}: {p}");
+    assert_eq!(p["code"], json!(code), "{what}: {p}");
+    assert_eq!(answer.content_type(), "application/problem+json", "{what}");
+    assert_eq!(p["status"], json!(status.as_u16()), "{what}: {p}");
+    assert!(
+        p["title"].is_string() && p["detail"].is_string() && p["type"].is_string(),
+        "{what}: {p}"
+    );
+    let retry_after = answer.headers.get(header::RETRY_AFTER);
+    assert_eq!(
+        retry_after.is_some(),
+        status == StatusCode::SERVICE_UNAVAILABLE,
+        "{what}: Retry-After on 503 only"
+    );
+}
+
+/// Milliseconds since the epoch of an RFC 3339 time from the API.
+fn parse_ms(s: &Value) -> i128 {
+    let s = s.as_str().unwrap_or_else(|| panic!("a time, got {s}"));
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .expect("rfc3339");
+    t.unix_timestamp_nanos() / 1_000_000
+}
+
+/// One bad input: a request and the status and code it must get.
+struct Case {
+    method: Method,
+    path: String,
+    content_type: Option<&'static str>,
+    header: Option<(&'static str, &'static str)>,
+    body: String,
+    status: StatusCode,
+    code: &'static str,
+}
+
+/// `request` is `"METHOD /path"`; a non-empty body is sent as `application/json`.
+fn case(request: &str, body: impl Into<String>, status: u16, code: &'static str) -> Case {
+    let (method, path) = request.split_once(' ').expect("METHOD /path");
+    let body = body.into();
+    Case {
+        method: method.parse().expect("an HTTP method"),
+        path: path.to_string(),
+        content_type: (!body.is_empty()).then_some("application/json"),
+        header: None,
+        body,
+        status: StatusCode::from_u16(status).expect("an HTTP status"),
+        code,
+    }
+}
+
+impl Case {
+    fn content_type(self, content_type: Option<&'static str>) -> Case {
+        Case {
+            content_type,
+            ..self
+        }
+    }
+
+    fn header(self, name: &'static str, value: &'static str) -> Case {
+        Case {
+            header: Some((name, value)),
+            ..self
+        }
+    }
+}
+
+/// Every bad input, one per row, against a node where `existing` is held by `owner-a`
+/// with `token`. None of them may change state.
+#[rustfmt::skip]
+fn bad_inputs(token: u64) -> Vec<Case> {
+    const KEY: &str = "INVALID_KEY";
+    const REQ: &str = "INVALID_REQUEST";
+    const TOO_LARGE: &str = "PAYLOAD_TOO_LARGE";
+    let long_key = format!("POST /v1/locks/{}/acquire", "k".repeat(256));
+    let long_owner = format!(r#"{{"owner":"{}"}}"#, "o".repeat(256));
+    let huge = format!(r#"{{"owner":"{}"}}"#, "x".repeat(20_000));
+    vec![
+        // INVALID_KEY, on every route that takes a key.
+        case("POST /v1/locks/bad%2Fkey/acquire", r#"{"owner":"a"}"#, 400, KEY),
+        case("POST /v1/locks/sp%20ace/acquire", r#"{"owner":"a"}"#, 400, KEY),
+        case(&long_key, r#"{"owner":"a"}"#, 400, KEY),
+        case("GET /v1/locks/%C3%A9t%C3%A9", "", 400, KEY),
+        case("GET /v1/locks/bad%20key/events", "", 400, KEY),
+        case("POST /v1/locks/bad%2Fkey/renew", format!(r#"{{"token":{token}}}"#), 400, KEY),
+        case("POST /v1/locks/bad%2Fkey/release", r#"{"owner":"a"}"#, 400, KEY),
+        case("POST /v1/locks/bad%2Fkey/validate", r#"{"token":1}"#, 400, KEY),
+        case("POST /v1/locks/bad%2Fkey/cancel", r#"{"owner":"a"}"#, 400, KEY),
+        case("DELETE /v1/locks/bad%2Fkey", "", 400, KEY),
+        // INVALID_REQUEST: malformed JSON, unknown field, wrong type, content type.
+        case("POST /v1/locks/k/acquire", "{not json", 400, REQ),
+        case("POST /v1/locks/k/acquire", "", 400, REQ).content_type(Some("application/json")),
+        case("POST /v1/locks/k/acquire", r#"{"owner":"a","extra":1}"#, 400, REQ),
+        case("POST /v1/locks/k/acquire", r#"{"owner":5}"#, 400, REQ),
+        case("POST /v1/locks/k/acquire", r#"{}"#, 400, REQ),
+        case("POST /v1/locks/k/acquire", r#"["a"]"#, 400, REQ),
+        case("POST /v1/locks/k/acquire", r#"{"owner":"a"}"#, 400, REQ).content_type(None),
+        case("POST /v1/locks/k/acquire", r#"{"owner":"a"}"#, 400, REQ).content_type(Some("text/plain")),
+        // ... a bad owner.
+        case("POST /v1/locks/k/acquire", r#"{"owner":""}"#, 400, REQ),
+        case("POST /v1/locks/k/acquire", long_owner, 400, REQ),
+        case("POST /v1/locks/k/acquire", r#"{"owner":"tab\there"}"#, 400, REQ),
+        case("POST /v1/locks/k/acquire", r#"{"owner":"été"}"#, 400, REQ),
+        // ... ttl, wait and lock-delay outside their [lease] bounds or not integers.
+        case("POST /v1/locks/k/acquire", r#"{"owner":"a","ttl_ms":10}"#, 400, REQ),
+        case("POST /v1/locks/k/acquire", r#"{"owner":"a","ttl_ms":999999999999}"#, 400, REQ),
+        case("POST /v1/locks/k/acquire", r#"{"owner":"a","ttl_ms":-1}"#, 400, REQ),
+        case("POST /v1/locks/k/acquire", r#"{"owner":"a","ttl_ms":1.5}"#, 400, REQ),
+        case("POST /v1/locks/k/acquire", r#"{"owner":"a","wait_ms":999999999999}"#, 400, REQ),
+        case("POST /v1/locks/k/acquire", r#"{"owner":"a","wait_ms":-5}"#, 400, REQ),
+        case("POST /v1/locks/k/acquire", r#"{"owner":"a","lock_delay_ms":999999999}"#, 400, REQ),
+        case("POST /v1/locks/existing/renew", format!(r#"{{"token":{token},"ttl_ms":10}}"#), 400, REQ),
+        case("POST /v1/locks/existing/renew", format!(r#"{{"token":{token},"ttl_ms":999999999999}}"#), 400, REQ),
+        // ... tokens and owners of renew, release, validate and cancel.
+        case("POST /v1/locks/existing/renew", r#"{"token":"1"}"#, 400, REQ),
+        case("POST /v1/locks/existing/renew", r#"{}"#, 400, REQ),
+        case("POST /v1/locks/existing/release", format!(r#"{{"token":{token},"owner":"owner-a"}}"#), 400, REQ),
+        case("POST /v1/locks/existing/release", r#"{}"#, 400, REQ),
+        case("POST /v1/locks/existing/release", r#"{"owner":""}"#, 400, REQ),
+        case("POST /v1/locks/existing/validate", r#"{}"#, 400, REQ),
+        case("POST /v1/locks/existing/validate", r#"{"token":-1}"#, 400, REQ),
+        case("POST /v1/locks/k/cancel", r#"{"owner":"a","reason":"bored"}"#, 400, REQ),
+        case("POST /v1/locks/k/cancel", r#"{"reason":"timeout"}"#, 400, REQ),
+        // ... the query string: list limit, prefix, cursor, unknown parameters.
+        case("GET /v1/locks?limit=0", "", 400, REQ),
+        case("GET /v1/locks?limit=1001", "", 400, REQ),
+        case("GET /v1/locks?limit=abc", "", 400, REQ),
+        case("GET /v1/locks?bogus=1", "", 400, REQ),
+        case("GET /v1/locks?prefix=a/b", "", 400, REQ),
+        case("GET /v1/locks?cursor=a%20b", "", 400, REQ),
+        case("GET /v1/locks?consistency=eventual", "", 400, REQ),
+        case("GET /v1/locks/existing?consistency=eventual", "", 400, REQ),
+        case("GET /v1/locks/existing?waiters=maybe", "", 400, REQ),
+        case("GET /v1/locks/existing?bogus=1", "", 400, REQ),
+        case("GET /v1/locks/existing/events?after=abc", "", 400, REQ),
+        case("GET /v1/locks/existing/events", "", 400, REQ).header("last-event-id", "not-an-index"),
+        // ... admin paths.
+        case("POST /v1/cluster/nodes/abc/allow-rejoin", "", 400, REQ),
+        case("POST /v1/cluster/nodes/9/allow-rejoin", "", 400, REQ),
+        // ... unknown endpoints (404) and methods (405).
+        case("GET /v1/nope", "", 404, REQ),
+        case("GET /v1/locks/k/nope", "", 404, REQ),
+        case("PUT /v1/locks/existing", "", 405, REQ),
+        case("GET /v1/locks/existing/acquire", "", 405, REQ),
+        case("DELETE /v1/locks", "", 405, REQ),
+        // PAYLOAD_TOO_LARGE: over api.max_body_bytes (16 KiB).
+        case("POST /v1/locks/k/acquire", huge.clone(), 413, TOO_LARGE),
+        case("POST /v1/locks/existing/release", huge, 413, TOO_LARGE),
+        // Refusals of the lock rules.
+        case("POST /v1/locks/existing/acquire", r#"{"owner":"owner-b"}"#, 409, "LOCK_HELD"),
+        case("POST /v1/locks/existing/renew", format!(r#"{{"token":{}}}"#, token + 1000), 409, "LOCK_LOST"),
+        case("POST /v1/locks/never-held/renew", format!(r#"{{"token":{token}}}"#), 409, "LOCK_LOST"),
+        case("POST /v1/locks/existing/release", r#"{"owner":"someone-else"}"#, 403, "NOT_OWNER"),
+        case("GET /v1/locks/missing", "", 404, "LOCK_NOT_FOUND"),
+        case("GET /v1/locks/missing?consistency=local", "", 404, "LOCK_NOT_FOUND"),
+    ]
+}
+
+#[tokio::test]
+async fn every_bad_input_gets_its_code_and_changes_nothing() {
+    let api = TestApi::start().await;
+    let held = api
+        .post(
+            "/v1/locks/existing/acquire",
+            json!({"owner": "owner-a", "ttl_ms": 600_000}),
+        )
+        .await;
+    assert_eq!(held.status, StatusCode::OK, "{}", held.body);
+    let token = held.body["token"].as_u64().expect("token");
+    let before = api.state().await;
+    let cases = bad_inputs(token);
+    for c in &cases {
+        let mut headers = HeaderMap::new();
+        if let Some((name, value)) = c.header {
+            headers.insert(name, value.parse().expect("header value"));
+        }
+        let answer = api
+            .request(
+                c.method.clone(),
+                &c.path,
+                c.content_type,
+                headers,
+                c.body.clone(),
+            )
+            .await;
+        let what = format!(
+            "{} {} {}",
+            c.method,
+            c.path,
+            c.body.chars().take(60).collect::<String>()
+        );
+        assert_problem(&what, &answer, c.status, c.code);
+    }
+    // LOCK_HELD names the holder's grant.
+    let refused = api
+        .post("/v1/locks/existing/acquire", json!({"owner": "owner-b"}))
+        .await;
+    let holder = &refused.body["holder"];
+    assert_eq!(
+        (&holder["owner"], &holder["token"], &holder["key"]),
+        (&json!("owner-a"), &json!(token), &json!("existing")),
+        "{}",
+        refused.body
+    );
+    assert_eq!(api.state().await, before, "a bad request changed state");
+    api.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_wait_that_runs_out_is_wait_timeout_and_leaves_the_queue() {
+    let api = TestApi::start().await;
+    let held = api
+        .post(
+            "/v1/locks/busy/acquire",
+            json!({"owner": "holder", "ttl_ms": 600_000}),
+        )
+        .await;
+    assert_eq!(held.status, StatusCode::OK, "{}", held.body);
+    let started = Instant::now();
+    let late = api
+        .post(
+            "/v1/locks/busy/acquire",
+            json!({"owner": "late", "ttl_ms": 5_000, "wait_ms": 300}),
+        )
+        .await;
+    assert_problem(
+        "waiting acquire",
+        &late,
+        StatusCode::CONFLICT,
+        "WAIT_TIMEOUT",
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "answered before the wait ran out: {:?}",
+        started.elapsed()
+    );
+    let lock = api.get("/v1/locks/busy?waiters=true").await;
+    assert_eq!(lock.status, StatusCode::OK, "{}", lock.body);
+    assert_eq!(lock.body["owner"], "holder", "{}", lock.body);
+    assert_eq!(lock.body["waiters"], 0, "{}", lock.body);
+    assert_eq!(lock.body["waiter_list"], json!([]), "{}", lock.body);
+    // The timed-out waiter is not granted when the holder leaves.
+    let released = api
+        .post(
+            "/v1/locks/busy/release",
+            json!({"token": held.body["token"]}),
+        )
+        .await;
+    assert_eq!(released.body["released"], true, "{}", released.body);
+    let after = api.get("/v1/locks/busy").await;
+    assert_problem(
+        "after release",
+        &after,
+        StatusCode::NOT_FOUND,
+        "LOCK_NOT_FOUND",
+    );
+    api.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_lock_delay_after_an_expiry_is_lock_held_with_available_at() {
+    let api = TestApi::start().await;
+    let first = api
+        .post(
+            "/v1/locks/delayed/acquire",
+            json!({"owner": "crashed", "ttl_ms": 100, "lock_delay_ms": 60_000}),
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    // Held at first (LOCK_HELD with the holder), then, once the lease has run out and
+    // been swept, unavailable until the delay ends (LOCK_HELD with available_at).
+    let deadline = Instant::now() + DEADLINE;
+    let refused = loop {
+        let answer = api
+            .post("/v1/locks/delayed/acquire", json!({"owner": "next"}))
+            .await;
+        assert_problem(
+            "acquire during the delay",
+            &answer,
+            StatusCode::CONFLICT,
+            "LOCK_HELD",
+        );
+        if answer.body.get("available_at").is_some() {
+            break answer;
+        }
+        assert_eq!(answer.body["holder"]["owner"], "crashed", "{}", answer.body);
+        assert!(Instant::now() < deadline, "the lease never expired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(refused.body.get("holder").is_none(), "{}", refused.body);
+    assert_eq!(
+        parse_ms(&refused.body["available_at"]),
+        parse_ms(&first.body["expires_at"]) + 60_000,
+        "{}",
+        refused.body
+    );
+    let lock = api.get("/v1/locks/delayed").await;
+    assert_problem(
+        "nobody holds it",
+        &lock,
+        StatusCode::NOT_FOUND,
+        "LOCK_NOT_FOUND",
+    );
+    // A force release ends a running delay.
+    let forced = api
+        .send(Method::DELETE, "/v1/locks/delayed", None, "")
+        .await;
+    assert_eq!(forced.status, StatusCode::OK, "{}", forced.body);
+    let next = api
+        .post("/v1/locks/delayed/acquire", json!({"owner": "next"}))
+        .await;
+    assert_eq!(next.status, StatusCode::OK, "{}", next.body);
+    api.shutdown().await;
+}
+
+/// Fields of an acquire or renew answer.
+const GRANT: &[&str] = &[
+    "acquired_at",
+    "expires_at",
+    "key",
+    "owner",
+    "token",
+    "ttl_ms",
+];
+/// Fields of a lock as get and list show it (`waiter_list` only when asked for).
+const LOCK: &[&str] = &[
+    "acquired_at",
+    "expires_at",
+    "key",
+    "owner",
+    "renewed_at",
+    "token",
+    "ttl_ms",
+    "waiters",
+];
+
+/// Asserts a 200 `application/json` answer with exactly the fields `shape`, whose
+/// values include `values`; RFC 3339 fields (`*_at`, `timestamp`) must parse.
+fn assert_shape(what: &str, answer: &Answer, shape: &[&str], values: Value) -> Value {
+    let body = &answer.body;
+    assert_eq!(answer.status, StatusCode::OK, "{what}: {body}");
+    assert_eq!(answer.content_type(), "application/json", "{what}");
+    let fields: Vec<&str> = body
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    let mut shape = shape.to_vec();
+    shape.sort_unstable();
+    assert_eq!(fields, shape, "{what}: {body}");
+    for (name, want) in values.as_object().expect("values is an object") {
+        assert_eq!(&body[name], want, "{what}: {name} in {body}");
+    }
+    for name in fields {
+        if name.ends_with("_at") || name == "timestamp" {
+            parse_ms(&body[name]);
+        }
+    }
+    body.clone()
+}
+
+#[tokio::test]
+async fn successful_requests_answer_their_documented_shapes() {
+    let api = TestApi::start().await;
+    let acquire = json!({"owner": "ci-1", "ttl_ms": 60_000});
+    let g = api.post("/v1/locks/deploy/acquire", acquire.clone()).await;
+    let want = json!({"key": "deploy", "owner": "ci-1", "ttl_ms": 60_000});
+    let g = assert_shape("acquire", &g, GRANT, want);
+    let token = g["token"].as_u64().expect("token");
+    let lease_ms = parse_ms(&g["expires_at"]) - parse_ms(&g["acquired_at"]);
+    assert_eq!(lease_ms, 60_000, "{g}");
+    // The owner's retry gets the same grant.
+    let again = api.post("/v1/locks/deploy/acquire", acquire).await;
+    assert_shape("acquire again", &again, GRANT, json!({"token": token}));
+    // Renew: same token and acquisition, the new ttl, a later expiry.
+    let r = api
+        .post(
+            "/v1/locks/deploy/renew",
+            json!({"token": token, "ttl_ms": 90_000}),
+        )
+        .await;
+    let want = json!({"token": token, "ttl_ms": 90_000, "acquired_at": g["acquired_at"]});
+    let r = assert_shape("renew", &r, GRANT, want);
+    assert!(
+        parse_ms(&r["expires_at"]) > parse_ms(&g["expires_at"]),
+        "{r}"
+    );
+    // Get, linearizable and local, with and without the waiter list.
+    let want = json!({"key": "deploy", "owner": "ci-1", "token": token, "waiters": 0});
+    let with_list = [LOCK, &["waiter_list"]].concat();
+    for (path, shape) in [
+        ("/v1/locks/deploy", LOCK),
+        ("/v1/locks/deploy?consistency=local", LOCK),
+        ("/v1/locks/deploy?waiters=true", &with_list),
+        (
+            "/v1/locks/deploy?consistency=local&waiters=true",
+            &with_list,
+        ),
+    ] {
+        let lock = assert_shape(path, &api.get(path).await, shape, want.clone());
+        if shape.len() > LOCK.len() {
+            assert_eq!(lock["waiter_list"], json!([]), "{path}: {lock}");
+        }
+    }
+    // Validate: the current token is valid, a stale one names the current one.
+    let valid = api
+        .post("/v1/locks/deploy/validate", json!({"token": token}))
+        .await;
+    let want = json!({"valid": true, "current_token": token});
+    assert_shape("validate", &valid, &["current_token", "valid"], want);
+    let stale = api
+        .post("/v1/locks/deploy/validate", json!({"token": token - 1}))
+        .await;
+    let want = json!({"valid": false, "current_token": token});
+    assert_shape("validate stale", &stale, &["current_token", "valid"], want);
+    // List: one page, the locks in it, no cursor.
+    let page = api.get("/v1/locks?prefix=dep").await;
+    let page = assert_shape(
+        "list",
+        &page,
+        &["locks", "next_cursor"],
+        json!({"next_cursor": null}),
+    );
+    assert_eq!(page["locks"].as_array().map(Vec::len), Some(1), "{page}");
+    assert_eq!(page["locks"][0]["token"], json!(token), "{page}");
+    // Release with a stale token, with the token, again, and by owner.
+    let release = |body: Value| api.post("/v1/locks/deploy/release", body);
+    let shape = &["key", "reason", "released", "timestamp"];
+    let want = json!({"key": "deploy", "released": false, "reason": "token_mismatch"});
+    assert_shape(
+        "stale release",
+        &release(json!({"token": token + 1})).await,
+        shape,
+        want,
+    );
+    let want = json!({"key": "deploy", "released": true});
+    let released = release(json!({"token": token})).await;
+    assert_shape(
+        "release",
+        &released,
+        &["key", "released", "timestamp"],
+        want,
+    );
+    let want = json!({"released": false, "reason": "not_held"});
+    assert_shape(
+        "release again",
+        &release(json!({"token": token})).await,
+        shape,
+        want,
+    );
+    let mine = api
+        .post("/v1/locks/mine/acquire", json!({"owner": "me"}))
+        .await;
+    assert_shape("default ttl", &mine, GRANT, json!({"ttl_ms": 30_000}));
+    let by_owner = api
+        .post("/v1/locks/mine/release", json!({"owner": "me"}))
+        .await;
+    let want = json!({"key": "mine", "released": true});
+    assert_shape(
+        "release by owner",
+        &by_owner,
+        &["key", "released", "timestamp"],
+        want,
+    );
+    // Validate after the release: invalid, and no current token.
+    let gone = api
+        .post("/v1/locks/deploy/validate", json!({"token": token}))
+        .await;
+    assert_shape(
+        "validate released",
+        &gone,
+        &["valid"],
+        json!({"valid": false}),
+    );
+    // Force release, of a held and of a free key.
+    let held = api
+        .post("/v1/locks/forced/acquire", json!({"owner": "x"}))
+        .await;
+    assert_shape("acquire", &held, GRANT, json!({"owner": "x"}));
+    let shape = &["key", "released", "timestamp"];
+    let forced = api.send(Method::DELETE, "/v1/locks/forced", None, "").await;
+    let want = json!({"key": "forced", "released": true});
+    assert_shape("force release", &forced, shape, want);
+    let free = api.send(Method::DELETE, "/v1/locks/forced", None, "").await;
+    assert_eq!(free.body["released"], json!(false), "{}", free.body);
+    // Cancel by an owner that does not wait.
+    let body = json!({"owner": "x", "reason": "timeout"});
+    let cancel = api.post("/v1/locks/forced/cancel", body).await;
+    let want = json!({"key": "forced", "was_queued": false});
+    assert_shape("cancel", &cancel, &["key", "was_queued"], want);
+    // Health, readiness, cluster status, snapshot.
+    let want = json!({"status": "ok", "node_id": 1});
+    assert_shape(
+        "healthz",
+        &api.get("/healthz").await,
+        &["node_id", "status"],
+        want,
+    );
+    let want = json!({"ready": true, "node_id": 1, "leader_id": 1});
+    let shape = &["leader_id", "node_id", "ready"];
+    assert_shape("readyz", &api.get("/readyz").await, shape, want);
+    let cluster = api.get("/v1/cluster").await;
+    let c = &cluster.body;
+    assert_eq!(cluster.status, StatusCode::OK, "{c}");
+    let want = (&json!(1), &json!("leader"), &json!(1), Some(1));
+    let members = c["members"].as_array().map(Vec::len);
+    assert_eq!(
+        (&c["node_id"], &c["state"], &c["leader_id"], members),
+        want,
+        "{c}"
+    );
+    assert_eq!(c["applied_index"], c["committed_index"], "{c}");
+    let snapshot = api
+        .send(Method::POST, "/v1/cluster/snapshot", None, "")
+        .await;
+    let want = json!({"node_id": 1, "triggered": true});
+    assert_eq!(
+        (snapshot.status, &snapshot.body),
+        (StatusCode::ACCEPTED, &want)
+    );
+    api.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_event_stream_replays_a_keys_events_in_log_order() {
+    let api = TestApi::start().await;
+    let grant = api
+        .post("/v1/locks/watched/acquire", json!({"owner": "w"}))
+        .await;
+    let token = grant.body["token"].as_u64().expect("token");
+    let released = api
+        .post("/v1/locks/watched/release", json!({"token": token}))
+        .await;
+    assert_eq!(released.body["released"], json!(true), "{}", released.body);
+    let req = Request::get("/v1/locks/watched/events?after=0")
+        .body(Body::empty())
+        .expect("request");
+    let resp = api.router.clone().oneshot(req).await.expect("infallible");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/event-stream");
+    // The stream never ends: read frames until both stored events arrived.
+    let mut body = resp.into_body();
+    let mut text = String::new();
+    let read = async {
+        while !text.contains("event: released") {
+            let frame = body.frame().await.expect("a frame").expect("body");
+            if let Ok(data) = frame.into_data() {
+                text.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+    };
+    tokio::time::timeout(DEADLINE, read)
+        .await
+        .expect("stored events in time");
+    let acquired = text.find("event: acquired").expect("acquired event");
+    let released_at = text.find("event: released").expect("released event");
+    assert!(acquired < released_at, "{text}");
+    assert!(text.contains(&format!("\"token\":{token}")), "{text}");
+    assert!(text.contains(&format!("id: {token}")), "{text}");
+    drop(body);
+    api.shutdown().await;
+}
+
+#[tokio::test]
+async fn list_pages_through_a_prefix_with_a_cursor() {
+    let api = TestApi::start().await;
+    for i in 0..7 {
+        let g = api
+            .post(
+                &format!("/v1/locks/page-{i}/acquire"),
+                json!({"owner": "o"}),
+            )
+            .await;
+        assert_eq!(g.status, StatusCode::OK, "{}", g.body);
+    }
+    let other = api
+        .post("/v1/locks/other-prefix/acquire", json!({"owner": "o"}))
+        .await;
+    assert_eq!(other.status, StatusCode::OK, "{}", other.body);
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/locks?prefix=page-&limit=3&cursor={c}"),
+            None => "/v1/locks?prefix=page-&limit=3".to_string(),
+        };
+        let page = api.get(&path).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        pages += 1;
+        for l in page.body["locks"].as_array().expect("locks") {
+            seen.push(l["key"].as_str().expect("key").to_string());
+        }
+        match page.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    let want: Vec<String> = (0..7).map(|i| format!("page-{i}")).collect();
+    assert_eq!((seen, pages), (want, 3));
+    api.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_expired_lease_goes_to_the_next_owner_with_a_larger_token() {
+    let api = TestApi::start().await;
+    let first = api
+        .post(
+            "/v1/locks/idem/acquire",
+            json!({"owner": "me", "ttl_ms": 200}),
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let other = api
+            .post(
+                "/v1/locks/idem/acquire",
+                json!({"owner": "other", "ttl_ms": 200}),
+            )
+            .await;
+        if other.status == StatusCode::OK {
+            assert!(
+                other.body["token"].as_u64() > first.body["token"].as_u64(),
+                "{} vs {}",
+                other.body,
+                first.body
+            );
+            break;
+        }
+        assert_problem(
+            "while the lease runs",
+            &other,
+            StatusCode::CONFLICT,
+            "LOCK_HELD",
+        );
+        assert!(Instant::now() < deadline, "lease never expired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The first owner's token is lost now.
+    let renew = api
+        .post(
+            "/v1/locks/idem/renew",
+            json!({"token": first.body["token"]}),
+        )
+        .await;
+    assert_problem(
+        "renew after expiry",
+        &renew,
+        StatusCode::CONFLICT,
+        "LOCK_LOST",
+    );
+    api.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_node_that_knows_no_leader_answers_no_leader_and_still_serves_local_reads() {
+    // Node 1 of two: its peer never starts, so the cluster is never initialised and
+    // there is no leader.
+    let api = TestApi::start_node(2).await;
+    // Each waits api.leader_wait_ms for a leader to appear.
+    let (write, read, list) = tokio::join!(
+        api.post("/v1/locks/k/acquire", json!({"owner": "a"})),
+        api.get("/v1/locks/k"),
+        api.get("/v1/locks"),
+    );
+    assert_problem(
+        "write",
+        &write,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "NO_LEADER",
+    );
+    assert_problem(
+        "linearizable read",
+        &read,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "NO_LEADER",
+    );
+    assert_problem(
+        "linearizable list",
+        &list,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "NO_LEADER",
+    );
+    // Validation still comes first where the request is not relayed, and local reads
+    // are served from this node's replica.
+    let local = api.get("/v1/locks/k?consistency=local").await;
+    assert_problem(
+        "local read",
+        &local,
+        StatusCode::NOT_FOUND,
+        "LOCK_NOT_FOUND",
+    );
+    let bad = api.get("/v1/locks/bad%20key/events").await;
+    assert_problem("events", &bad, StatusCode::BAD_REQUEST, "INVALID_KEY");
+    let ready = api.get("/readyz").await;
+    assert_eq!(
+        (ready.status, &ready.body["ready"]),
+        (StatusCode::SERVICE_UNAVAILABLE, &json!(false)),
+        "{}",
+        ready.body
+    );
+    let health = api.get("/healthz").await;
+    assert_eq!(health.status, StatusCode::OK, "{}", health.body);
+    api.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stopped_node_answers_internal_and_is_not_healthy() {
+    let api = TestApi::start().await;
+    api.node.shutdown().await;
+    let snapshot = api
+        .send(Method::POST, "/v1/cluster/snapshot", None, "")
+        .await;
+    let what = "snapshot on a stopped node";
+    assert_problem(
+        what,
+        &snapshot,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL",
+    );
+    let health = api.get("/healthz").await;
+    let want = (StatusCode::SERVICE_UNAVAILABLE, &json!("stopped"));
+    assert_eq!(
+        (health.status, &health.body["status"]),
+        want,
+        "{}",
+        health.body
+    );
+    let ready = api.get("/readyz").await;
+    assert_eq!(
+        ready.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        ready.body
+    );
+}
