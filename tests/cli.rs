@@ -75,8 +75,14 @@ async fn a_second_baton_lock_is_refused_or_waits_and_gets_a_larger_token() {
     let eps = endpoints(&cluster);
     let dir = tempfile::tempdir().unwrap();
     let first_out = dir.path().join("first");
+    let first_done = dir.path().join("first-done");
     let holder = {
-        let script = format!("echo $BATON_TOKEN > {}; sleep 3", first_out.display());
+        // Holds the lock until the test says so (bounded: 30 s).
+        let script = format!(
+            "echo $BATON_TOKEN > {}; i=0; while [ ! -e {} ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done",
+            first_out.display(),
+            first_done.display()
+        );
         let a = args(&[
             "lock",
             "migrate",
@@ -127,7 +133,7 @@ async fn a_second_baton_lock_is_refused_or_waits_and_gets_a_larger_token() {
     // With --wait: queued, runs after the first one released, with a larger token.
     let second_out = dir.path().join("second");
     let script = format!("echo $BATON_TOKEN > {}", second_out.display());
-    let o = run(args(&[
+    let second = tokio::spawn(run(args(&[
         "lock",
         "migrate",
         "--wait",
@@ -140,8 +146,25 @@ async fn a_second_baton_lock_is_refused_or_waits_and_gets_a_larger_token() {
         "sh",
         "-c",
         &script,
-    ]))
-    .await;
+    ])));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, lock) = cluster
+            .call_retry(
+                1,
+                reqwest::Method::GET,
+                "/v1/locks/migrate?waiters=true",
+                None,
+            )
+            .await;
+        if lock["waiter_list"][0]["owner"] == "second" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "second never queued: {lock}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::write(&first_done, "").unwrap();
+    let o = second.await.unwrap();
     assert_eq!(o.status.code(), Some(0), "{o:?}");
     let second_token: u64 = std::fs::read_to_string(&second_out)
         .unwrap()
@@ -160,6 +183,9 @@ async fn killing_the_leader_does_not_lose_a_held_lock() {
     let mut cluster = TestCluster::start().await;
     let eps = endpoints(&cluster);
     let leader = cluster.leader().await;
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("running");
+    let script = format!("touch {}; exec sleep 12", marker.display());
     // A 15 s lease renewed every 5 s while the command runs 12 s: the renewals after the
     // kill must reach the new leader (within 4.5 s: safe deadline 12 s after the last
     // renewal, SIGTERM 2.5 s before it) for the command to finish.
@@ -171,11 +197,17 @@ async fn killing_the_leader_does_not_lose_a_held_lock() {
         "--endpoints",
         &eps,
         "--",
-        "sleep",
-        "12",
+        "sh",
+        "-c",
+        &script,
     ]);
     let lock = tokio::task::spawn_blocking(move || baton().args(&a).output().expect("run"));
-    tokio::time::sleep(Duration::from_millis(4_000)).await;
+    // The command runs only once the lock is held: kill the leader then.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !marker.exists() {
+        assert!(Instant::now() < deadline, "command never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     cluster.kill(leader);
     let o = lock.await.unwrap();
     assert_eq!(
@@ -322,8 +354,9 @@ async fn a_force_release_stops_the_command_at_once() {
         assert!(Instant::now() < deadline, "command never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Let the guard's event stream connect, then free the lock as an admin would.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Free the lock as an admin would. The guard follows the key's events from its
+    // grant's index on (Last-Event-ID), so it sees the force release even if its stream
+    // connects after it.
     let leader = cluster.leader().await;
     let forced_at = Instant::now();
     let (status, body) = cluster

@@ -120,6 +120,21 @@ async fn release(cluster: &TestCluster, node: u64, key: &str, token: u64) -> Val
     body
 }
 
+/// The key is free (no holder, nobody queued): a read finds no lock, and a
+/// non-waiting acquire by a new owner is granted at once. Called once the queue is
+/// known to be empty, so nothing can grant the key to an earlier waiter later.
+async fn assert_free(cluster: &TestCluster, node: u64, key: &str) {
+    let (status, lock) = lock_with_waiters(cluster, node, key).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a lock was left behind: {lock}"
+    );
+    let (status, probe) = cluster.acquire(node, key, "probe", 5_000).await;
+    assert_eq!(status, StatusCode::OK, "the key is not free: {probe}");
+    assert_eq!(probe["owner"], "probe", "{probe}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_waiters_are_granted_in_arrival_order_with_increasing_tokens() {
     let cluster = std::sync::Arc::new(TestCluster::start().await);
@@ -185,12 +200,9 @@ async fn a_waiter_whose_wait_ends_gets_wait_timeout_and_is_never_granted() {
         holder["token"].as_u64().unwrap(),
     )
     .await;
-    // Free, and stays free: the timed-out waiter is not granted later.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (status, lock) = cluster
-        .call_retry(leader, Method::GET, "/v1/locks/timeout", None)
-        .await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "{lock}");
+    // Free: the timed-out waiter was not granted by the release, and with the queue
+    // empty nothing can grant it later.
+    assert_free(&cluster, leader, "timeout").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,15 +236,7 @@ async fn a_waiter_that_disconnects_leaves_no_lock_behind() {
         wait_for_queue(&cluster, leader, "gone", &[]).await;
     }
     release(&cluster, leader, "gone", holder["token"].as_u64().unwrap()).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (status, lock) = cluster
-        .call_retry(leader, Method::GET, "/v1/locks/gone", None)
-        .await;
-    assert_eq!(
-        status,
-        StatusCode::NOT_FOUND,
-        "a lock was left behind: {lock}"
-    );
+    assert_free(&cluster, leader, "gone").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
