@@ -52,22 +52,30 @@ impl Answer {
     }
 }
 
-/// An unused loopback address: nothing answers there (the API of a single node is
-/// never dialled; a peer there is unreachable).
-fn unused_addr() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    listener.local_addr().expect("local addr").to_string()
+/// `n` distinct unused loopback addresses: nothing answers there (the API of a single
+/// node is never dialled; a peer there is unreachable). The listeners are held until
+/// all are chosen, so no port is handed out twice.
+fn unused_addrs(n: u64) -> Vec<String> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind loopback"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr").to_string())
+        .collect()
 }
 
 /// A cluster of `nodes` nodes of which this test runs node 1, with short timings so
 /// that leases and sweeps take milliseconds.
 fn config(dir: &std::path::Path, nodes: u64) -> Config {
+    let mut addrs = unused_addrs(2 * nodes).into_iter();
+    let mut addr = move || addrs.next().expect("an address per listener");
     let config = Config {
         nodes: (1..=nodes)
             .map(|id| NodeConfig {
                 id,
-                api: unused_addr(),
-                raft: unused_addr(),
+                api: addr(),
+                raft: addr(),
                 data_dir: dir.join(format!("n{id}")),
             })
             .collect(),
