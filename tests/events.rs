@@ -265,3 +265,68 @@ async fn baton_watch_prints_one_line_per_event() {
         "{lines:?}"
     );
 }
+
+/// Events of other keys written before the resume.
+const OTHER_EVENTS: usize = 3_000;
+/// Events of the watched key among them.
+const MINE: usize = 10;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_reads_only_its_keys_events_among_many_others() {
+    let cluster = TestCluster::start_with(common::Options {
+        nodes: 1,
+        ..Default::default()
+    })
+    .await;
+    // Other keys' events, with the watched key's interleaved.
+    let mut sent = 0;
+    for chunk in 0..OTHER_EVENTS / 100 {
+        let writes = (0..100).map(|i| {
+            let key = format!("other-{}", chunk * 100 + i);
+            let cluster = &cluster;
+            async move {
+                let (status, body) = cluster.acquire(1, &key, "o", 600_000).await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+            }
+        });
+        futures::future::join_all(writes).await;
+        if sent < MINE && chunk % 3 == 0 {
+            let (status, body) = cluster.acquire(1, "mine", &format!("o{sent}"), 100).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            post(
+                &cluster,
+                1,
+                "/v1/locks/mine/release",
+                json!({"owner": format!("o{sent}"), "token": body["token"]}),
+            )
+            .await;
+            sent += 1;
+        }
+    }
+    assert_eq!(sent, MINE);
+    let url = format!("http://{}/v1/locks/mine/events?after=0", cluster.api(1));
+    let mut elapsed = Vec::new();
+    for _ in 0..20 {
+        let started = std::time::Instant::now();
+        let mut sse = SseReader::open(&cluster.http, &url, None).await;
+        let events = take(&mut sse, 2 * MINE).await;
+        elapsed.push(started.elapsed());
+        let expected: Vec<(String, String)> = (0..MINE)
+            .flat_map(|i| {
+                [
+                    ("acquired".to_string(), format!("o{i}")),
+                    ("released".to_string(), format!("o{i}")),
+                ]
+            })
+            .collect();
+        assert_eq!(kinds(&events), expected);
+        assert!(events.iter().all(|e| e.data["key"] == "mine"), "{events:?}");
+    }
+    elapsed.sort();
+    // Reported for comparison across versions; not asserted (CI machines vary).
+    eprintln!(
+        "resume of one key among {OTHER_EVENTS} other events: median {:?}, max {:?}",
+        elapsed[elapsed.len() / 2],
+        elapsed[elapsed.len() - 1]
+    );
+}

@@ -7,8 +7,12 @@
 //! is set on the last event of each entry only, so a client that reconnects with
 //! `Last-Event-ID` (or `?after=INDEX`) gets exactly the events after the entries it has
 //! seen in full — from storage first, then live, without a gap or a repeat. When the
-//! node no longer stores events that far back (retention, or a snapshot installed in
-//! between), the stream starts with a `reset` event: re-read the lock, then follow on.
+//! node no longer stores events that far back (retention, a snapshot installed in
+//! between, or further back than `event_log::RESUME_REACH_ENTRIES`), the stream starts
+//! with a `reset` event: re-read the lock, then follow on.
+//!
+//! Stored events are read from the key's own index, off the async runtime; live ones
+//! come from a subscription to this key only, so a stream wakes when its key changes.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -18,6 +22,8 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::Stream;
 use tokio::sync::{broadcast, mpsc};
+
+use crate::raft::event_log::KeyEvents;
 
 use super::extract::{ApiQuery, LockKey};
 use super::problem::ApiError;
@@ -52,7 +58,7 @@ pub async fn events(
     };
     let after = last_event_id.or(q.after);
     // Subscribe before reading storage, so nothing applied in between is missed.
-    let live = app.node.subscribe_events();
+    let live = app.node.subscribe_key_events(&key);
     let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
     tracing::debug!(key = %key, ?after, "event stream opened");
     tokio::spawn(produce(app.node.clone(), key, after, live, tx));
@@ -70,7 +76,7 @@ async fn produce(
     node: Node,
     key: Key,
     after: Option<u64>,
-    mut live: broadcast::Receiver<std::sync::Arc<[Event]>>,
+    mut live: KeyEvents,
     tx: mpsc::Sender<SseEvent>,
 ) {
     // The index of the last entry whose events the client has in full.
@@ -113,7 +119,7 @@ async fn catch_up(node: &Node, key: &Key, after: u64, tx: &mpsc::Sender<SseEvent
     let mut sent = after;
     let mut checked_gap = false;
     loop {
-        let (events, first) = match node.events_after(key, sent, CATCH_UP_BATCH) {
+        let (events, first) = match node.key_events_after(key, sent, CATCH_UP_BATCH).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "event stream: cannot read stored events");

@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod compaction;
+mod events;
 pub mod forward;
 pub mod leader;
 pub mod status;

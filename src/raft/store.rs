@@ -17,13 +17,23 @@ pub const CF_SM_META: &str = "sm_meta";
 /// One record per stored key (holder, queue, lock-delay), keyed by lock key.
 pub const CF_LOCKS: &str = "locks";
 
-/// Applied events, keyed by big-endian (log index, sequence); see `event_log`.
+/// The lock key of each applied event, keyed by big-endian (log index, sequence); see
+/// `event_log`.
 pub const CF_EVENTS: &str = "events";
+/// Applied events, keyed by (lock key, log index, sequence); see `event_log`.
+pub const CF_EVENTS_BY_KEY: &str = "events_by_key";
 
 /// Table files RocksDB keeps open at once (it reopens others as needed).
 pub const MAX_OPEN_FILES: i32 = 256;
 
-const ALL_CFS: [&str; 5] = [CF_RAFT_META, CF_LOG, CF_SM_META, CF_LOCKS, CF_EVENTS];
+const ALL_CFS: [&str; 6] = [
+    CF_RAFT_META,
+    CF_LOG,
+    CF_SM_META,
+    CF_LOCKS,
+    CF_EVENTS,
+    CF_EVENTS_BY_KEY,
+];
 
 /// A storage failure: RocksDB, the codec, or a broken on-disk invariant.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +93,9 @@ fn cf_options(name: &str) -> Options {
     let mut opts = Options::default();
     if name == CF_LOCKS {
         opts.set_write_buffer_size(LOCKS_MEMTABLE_BYTES);
+    }
+    // Retention deletes the by-key events one by one: the same churn.
+    if name == CF_LOCKS || name == CF_EVENTS_BY_KEY {
         opts.add_compact_on_deletion_collector_factory(DELETION_WINDOW, DELETION_WINDOW / 2, 0.5);
     }
     opts
