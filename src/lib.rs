@@ -40,6 +40,8 @@ pub mod node;
 pub mod raft;
 #[cfg(feature = "server")]
 pub mod serve;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod sync;
 #[cfg(feature = "server")]
 pub mod telemetry;

@@ -8,11 +8,12 @@ use axum::Json;
 use serde_json::json;
 
 use super::App;
+use crate::node::Role;
 
 /// `GET /healthz`: 200 while Raft runs on this node, 503 once it has stopped.
 pub async fn healthz(State(app): State<App>) -> Response {
-    match app.node.status().state.as_str() {
-        "shutdown" => (
+    match app.node.role() {
+        Role::Shutdown => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "stopped"})),
         )

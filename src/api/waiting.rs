@@ -172,7 +172,8 @@ impl Drop for CancelOnDrop {
         }
         let (app, key, owner) = (self.app.clone(), self.key.clone(), self.owner.clone());
         tracing::debug!(key = %key, owner = %owner, "waiting client went away; cancelling its wait");
-        tokio::spawn(async move { cancel(&app, &key, &owner, CancelReason::Disconnected).await });
+        let node = app.node.clone();
+        node.spawn(async move { cancel(&app, &key, &owner, CancelReason::Disconnected).await });
     }
 }
 

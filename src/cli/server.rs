@@ -1,30 +1,25 @@
 //! `baton server --config cluster.toml --node N`: run one node until SIGTERM/SIGINT.
 //!
-//! Starts the node, serves the API and the Raft listener, and exits non-zero if Raft
-//! stops on a storage error (fail-stop). On SIGTERM or SIGINT it stops accepting HTTP,
-//! drains in-flight requests (bounded), shuts Raft down and closes the database.
+//! Starts the node and runs it ([`crate::server::run`]) until SIGTERM or SIGINT, then
+//! stops accepting HTTP, drains in-flight requests (bounded), shuts Raft down and closes
+//! the database; exits with 70 if Raft stopped on a storage error (fail-stop).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use tokio::net::TcpListener;
 
-use crate::api;
 use crate::config::Config;
 use crate::node::Node;
-use crate::serve::{self as http, fit_connection_caps, raise_open_files_limit, ServeLimits};
+use crate::serve::{fit_connection_caps, raise_open_files_limit, ServeLimits};
+use crate::server::{self, Stopped};
 use crate::NodeId;
 
-/// How long in-flight requests may take to finish at shutdown.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Exit code when the node stopped itself on a storage error.
 const EXIT_FAIL_STOP: u8 = 70;
-/// Body read timeout of the Raft listener: a snapshot is sent in one request.
-const RAFT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Arguments of `baton server`.
 #[derive(Debug, Args)]
@@ -86,46 +81,21 @@ async fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
     let node = Node::start(config.clone(), args.node)
         .await
         .context("cannot start node")?;
-    let app = api::App::new(node.clone())?;
     tracing::info!(api = %me.api, raft = %me.raft, data_dir = %me.data_dir.display(), "node started");
-
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let api_server = tokio::spawn(http::serve(
-        api_listener,
-        api::router(app),
+    let listeners = server::Listeners {
+        api: api_listener,
         api_limits,
-        stopped(stop_rx.clone()),
-    ));
-    let raft_server = tokio::spawn(http::serve(
-        raft_listener,
-        crate::raft::rpc_server::router(node.raft().clone(), &node.config().raft.secret),
+        raft: raft_listener,
         raft_limits,
-        stopped(stop_rx.clone()),
-    ));
-
-    let code = tokio::select! {
-        signal = shutdown_signal() => {
-            tracing::info!(signal, "shutting down");
-            ExitCode::SUCCESS
-        }
-        reason = node.stopped_with_error() => {
-            tracing::error!(reason, "raft stopped on an error; exiting (fail-stop)");
-            ExitCode::from(EXIT_FAIL_STOP)
-        }
     };
-    let _ = stop_tx.send(true);
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        let _ = api_server.await;
-        let _ = raft_server.await;
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}");
-    }
-    node.shutdown().await;
+    let shutdown = async {
+        let signal = shutdown_signal().await;
+        tracing::info!(signal, "shutting down");
+    };
+    let code = match server::run(node, listeners, shutdown).await? {
+        Stopped::Requested => ExitCode::SUCCESS,
+        Stopped::FailStop(_) => ExitCode::from(EXIT_FAIL_STOP),
+    };
     tracing::info!("stopped");
     Ok(code)
 }
@@ -167,16 +137,6 @@ fn listener_limits(config: &Config) -> anyhow::Result<(ServeLimits, ServeLimits)
             "api.max_connections lowered to fit the open-files limit; raise the limit (ulimit -n, LimitNOFILE=) to serve more clients"
         );
     }
-    let header_read_timeout = Duration::from_millis(config.api.header_read_timeout_ms);
-    let api_limits = ServeLimits {
-        max_connections: api_cap,
-        header_read_timeout,
-        body_read_timeout: Duration::from_millis(config.api.body_read_timeout_ms),
-    };
-    let raft_limits = ServeLimits {
-        max_connections: raft_cap,
-        header_read_timeout,
-        body_read_timeout: RAFT_BODY_READ_TIMEOUT,
-    };
+    let (api_limits, raft_limits) = server::limits(config, api_cap, raft_cap);
     Ok((api_limits, raft_limits))
 }

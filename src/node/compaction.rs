@@ -24,7 +24,8 @@ pub fn snapshot_threshold(snapshot_after_entries: u64, stored_keys: u64) -> u64 
     snapshot_after_entries.max(SNAPSHOT_KEYS_FACTOR.saturating_mul(stored_keys))
 }
 
-/// Runs until Raft stops: triggers a snapshot whenever the threshold is reached.
+/// Runs until the node stops (it is a node task) or Raft does: triggers a snapshot
+/// whenever the threshold is reached.
 pub(crate) async fn snapshot_when_due(node: Node) {
     let after = node.config().raft.snapshot_after_entries;
     let mut last_triggered = 0u64;
@@ -33,9 +34,6 @@ pub(crate) async fn snapshot_when_due(node: Node) {
     loop {
         ticker.tick().await;
         let status = node.status();
-        if status.state == "shutdown" {
-            return;
-        }
         let applied = status.applied_index.unwrap_or(0);
         let base = status.snapshot_index.unwrap_or(0).max(last_triggered);
         let threshold = snapshot_threshold(after, status.locks_stored as u64);

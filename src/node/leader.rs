@@ -13,12 +13,15 @@
 //!    wait for it, and a `Sweep` when some lease, wait or lock-delay has run out.
 //!
 //! Every proposal is conditional on this leadership, so a deposed leader's entries never
-//! commit. When leadership ends the task is aborted and the clock cleared.
+//! commit. When leadership ends the task is aborted and the clock cleared. The duty task
+//! and the initialisation task are node tasks (`Node::spawn`): they end at shutdown.
 
 use std::time::{Duration, Instant};
 
 use openraft::vote::RaftLeaderId;
 use openraft::ReadPolicy;
+use tokio::task::AbortHandle;
+use tracing::Instrument;
 
 use super::clock::wall_clock_ms;
 use super::{Node, NodeError};
@@ -27,54 +30,59 @@ use crate::raft::network::peer_initialized;
 use crate::raft::state_machine::with_table;
 use crate::raft::typ::CommittedLeaderId;
 use crate::raft::NodeAddr;
+use crate::sync::LockUnpoisoned;
 
 /// Pause between attempts of a duty step that failed transiently.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// How often a fresh node checks whether all peers are fresh too.
 const INIT_POLL: Duration = Duration::from_millis(300);
 
-/// The running duty task of one leadership.
+/// The running duty task of one leadership (one of the node's tasks).
 pub(crate) struct Duties {
     leader: CommittedLeaderId,
-    task: tokio::task::JoinHandle<()>,
+    task: AbortHandle,
 }
 
-/// Registers the start/stop callbacks for leadership changes.
+/// Registers the start/stop callbacks for leadership changes. openraft runs them on its
+/// own watch task, which the node closes at shutdown; they run in the node's span.
 pub(crate) fn watch_leadership(node: &Node) {
     let start_node = node.clone();
     let stop_node = node.clone();
     let handle = node.inner().raft.on_leader_change(
         move |leader_id| {
             let node = start_node.clone();
+            let span = node.inner().span.clone();
             async move {
                 let leader = leader_id.to_committed();
                 tracing::info!(node_id = node.id(), leader = %leader, "became leader");
-                let task = tokio::spawn(lead(node.clone(), leader));
-                let old = node.inner().leader_duties.lock().unwrap_or_else(|p| p.into_inner()).replace(Duties { leader, task });
+                let task = node.spawn(lead(node.clone(), leader));
+                let old = node
+                    .inner()
+                    .leader_duties
+                    .lock_unpoisoned()
+                    .replace(Duties { leader, task });
                 if let Some(old) = old {
                     old.task.abort();
                 }
             }
+            .instrument(span)
         },
         move |leader_id| {
             let node = stop_node.clone();
+            let span = node.inner().span.clone();
             async move {
                 tracing::info!(node_id = node.id(), leader = %leader_id.to_committed(), "stopped leading");
                 stop_duties(&node);
             }
+            .instrument(span)
         },
     );
-    *node.inner().watch.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+    *node.inner().watch.lock_unpoisoned() = Some(handle);
 }
 
 /// Aborts the duty task, if any, and clears the clock.
 pub(crate) fn stop_duties(node: &Node) {
-    let duties = node
-        .inner()
-        .leader_duties
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take();
+    let duties = node.inner().leader_duties.lock_unpoisoned().take();
     if let Some(d) = duties {
         d.task.abort();
         node.inner().clock.clear(&d.leader);

@@ -6,10 +6,9 @@
 use std::collections::BTreeMap;
 
 use openraft::async_runtime::WatchReceiver;
-use openraft::ServerState;
 use serde::Serialize;
 
-use super::Node;
+use super::{Node, Role};
 use crate::raft::state_machine::with_table;
 use crate::raft::NodeAddr;
 use crate::NodeId;
@@ -18,7 +17,7 @@ use crate::NodeId;
 #[derive(Clone, Debug, Serialize)]
 pub struct ClusterStatus {
     pub node_id: NodeId,
-    pub state: String,
+    pub state: Role,
     pub leader_id: Option<NodeId>,
     pub term: u64,
     pub members: Vec<MemberStatus>,
@@ -61,7 +60,7 @@ impl Node {
         let (now_ms, stored) = with_table(&self.inner.table, |t| (t.now_ms(), t.len()));
         ClusterStatus {
             node_id: self.inner.id,
-            state: server_state_name(m.state).to_string(),
+            state: m.state.into(),
             leader_id: m.current_leader,
             term: m.current_term,
             members,
@@ -102,15 +101,5 @@ impl Node {
             ));
         }
         Ok(())
-    }
-}
-
-fn server_state_name(s: ServerState) -> &'static str {
-    match s {
-        ServerState::Learner => "learner",
-        ServerState::Follower => "follower",
-        ServerState::Candidate => "candidate",
-        ServerState::Leader => "leader",
-        ServerState::Shutdown => "shutdown",
     }
 }

@@ -1,0 +1,151 @@
+//! Running a node: its public API and its Raft listener around a [`Node`], until a
+//! shutdown signal or a fail-stop, then a clean stop.
+//!
+//! [`run`] takes the shutdown signal as a future (as mini-redis does), so the binary
+//! passes SIGTERM/SIGINT and a test passes a channel: a node runs in-process and stops
+//! the same way. Stopping, in order: stop accepting connections, let in-flight requests
+//! finish (bounded by [`DRAIN_TIMEOUT`]), then [`Node::shutdown`] (its tasks, Raft, the
+//! database). When `run` returns, the node's database is closed. The HTTP server
+//! itself (connection caps, read timeouts) is [`crate::serve`].
+//!
+//! # Caveats
+//! - Requests still running after the drain timeout are dropped (an event stream never
+//!   ends by itself; a waiting acquire's wait ends at its deadline in the queue).
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::api;
+use crate::config::Config;
+use crate::node::Node;
+use crate::raft::rpc_server;
+use crate::serve::{self as http, ServeLimits};
+
+/// How long in-flight requests may take to finish at shutdown.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Body read timeout of the Raft listener: a snapshot is sent in one request.
+pub const RAFT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why [`run`] returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// The shutdown signal resolved.
+    Requested,
+    /// Raft stopped on an error (a storage failure): the node stopped itself rather than
+    /// acknowledge what it could not persist.
+    FailStop(String),
+}
+
+/// A node's two bound listeners and their limits.
+pub struct Listeners {
+    /// The public HTTP API.
+    pub api: TcpListener,
+    pub api_limits: ServeLimits,
+    /// The peer-only Raft RPCs.
+    pub raft: TcpListener,
+    pub raft_limits: ServeLimits,
+}
+
+impl Listeners {
+    /// The listeners with the connection caps of `config` as configured (the binary
+    /// first lowers them to fit the open-files limit, see `cli::server`).
+    pub fn new(api: TcpListener, raft: TcpListener, config: &Config) -> Listeners {
+        let (api_limits, raft_limits) = limits(
+            config,
+            config.api.max_connections,
+            config.raft.max_connections,
+        );
+        Listeners {
+            api,
+            api_limits,
+            raft,
+            raft_limits,
+        }
+    }
+}
+
+/// The limits of the API and Raft listeners with connection caps `api_cap` and
+/// `raft_cap`; the timeouts come from `config`.
+pub fn limits(config: &Config, api_cap: usize, raft_cap: usize) -> (ServeLimits, ServeLimits) {
+    let header_read_timeout = Duration::from_millis(config.api.header_read_timeout_ms);
+    let api = ServeLimits {
+        max_connections: api_cap,
+        header_read_timeout,
+        body_read_timeout: Duration::from_millis(config.api.body_read_timeout_ms),
+    };
+    let raft = ServeLimits {
+        max_connections: raft_cap,
+        header_read_timeout,
+        body_read_timeout: RAFT_BODY_READ_TIMEOUT,
+    };
+    (api, raft)
+}
+
+/// Serves `node` on `listeners` until `shutdown` resolves or Raft stops on an error,
+/// then shuts the node down (also when it fails to start serving).
+///
+/// The listeners are typically bound before [`Node::start`], so a port that is taken
+/// fails before storage is opened. Runs in the caller's tracing span.
+pub async fn run(
+    node: Node,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Stopped, reqwest::Error> {
+    let app = match api::App::new(node.clone()) {
+        Ok(app) => app,
+        Err(e) => {
+            node.shutdown().await;
+            return Err(e);
+        }
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let span = tracing::Span::current();
+    let api_server = tokio::spawn(
+        http::serve(
+            listeners.api,
+            api::router(app),
+            listeners.api_limits,
+            stopped(stop_rx.clone()),
+        )
+        .instrument(span.clone()),
+    );
+    let peers = rpc_server::router(node.raft().clone(), &node.config().raft.secret);
+    let raft_server = tokio::spawn(
+        http::serve(
+            listeners.raft,
+            peers,
+            listeners.raft_limits,
+            stopped(stop_rx),
+        )
+        .instrument(span),
+    );
+
+    let why = tokio::select! {
+        () = shutdown => Stopped::Requested,
+        reason = node.stopped_with_error() => {
+            tracing::error!(reason, "raft stopped on an error; exiting (fail-stop)");
+            Stopped::FailStop(reason)
+        }
+    };
+    stop_tx.send_replace(true);
+    let (api_abort, raft_abort) = (api_server.abort_handle(), raft_server.abort_handle());
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        let _ = api_server.await;
+        let _ = raft_server.await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}");
+        api_abort.abort();
+        raft_abort.abort();
+    }
+    node.shutdown().await;
+    Ok(why)
+}
