@@ -5,15 +5,50 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
 use serde_json::json;
 
 use super::problem::ApiError;
+use super::views::rfc3339_ms;
 use super::App;
-use crate::node::ClusterStatus;
+use crate::node::{ClusterStatus, PeerStatus};
 
-/// `GET /v1/cluster`: this node's Raft view (see [`ClusterStatus`]).
-pub async fn cluster(State(app): State<App>) -> Json<ClusterStatus> {
-    Json(app.node.status())
+/// The answer to `GET /v1/cluster`: the node's status with its peers' times in RFC 3339.
+#[derive(Debug, Serialize)]
+pub struct ClusterView {
+    #[serde(flatten)]
+    pub status: ClusterStatus,
+    pub peers: Vec<PeerView>,
+}
+
+/// One other member as this node sees it.
+#[derive(Debug, Serialize)]
+pub struct PeerView {
+    pub id: crate::NodeId,
+    pub reachable: bool,
+    /// Since when it is in this state; `null` when this node has not talked to it
+    /// recently (followers talk to peers only during elections).
+    pub since: Option<String>,
+    pub error: Option<String>,
+}
+
+impl From<&PeerStatus> for PeerView {
+    fn from(p: &PeerStatus) -> PeerView {
+        PeerView {
+            id: p.id,
+            reachable: p.reachable,
+            since: p.since_ms.map(rfc3339_ms),
+            error: p.error.clone(),
+        }
+    }
+}
+
+/// `GET /v1/cluster`: this node's Raft view (see [`ClusterStatus`]), its quorum and
+/// its peers.
+pub async fn cluster(State(app): State<App>) -> Json<ClusterView> {
+    let status = app.node.status();
+    let peers = status.peers.iter().map(PeerView::from).collect();
+    Json(ClusterView { status, peers })
 }
 
 /// `POST /v1/cluster/nodes/{id}/allow-rejoin` (admin, on the leader): node `id` may

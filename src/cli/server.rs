@@ -33,11 +33,29 @@ pub struct ServerArgs {
     /// Override this node's data_dir.
     #[arg(long, env = "BATON_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Log level: error, warn, info, debug or trace (Baton's own lines), or a RUST_LOG
+    /// filter such as `baton=debug,openraft=info`. Default: RUST_LOG, else
+    /// `baton=info,openraft=error`.
+    #[arg(long, env = "BATON_LOG_LEVEL", value_name = "LEVEL", value_parser = parse_log_level)]
+    pub log_level: Option<String>,
+}
+
+/// Accepts a `--log-level` only if it makes a filter (see `telemetry::filter`).
+fn parse_log_level(s: &str) -> Result<String, String> {
+    crate::telemetry::filter(Some(s))
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// Runs the server; returns the process exit code.
 pub fn run(args: ServerArgs) -> ExitCode {
-    crate::telemetry::init();
+    match crate::telemetry::filter(args.log_level.as_deref()) {
+        Ok(filter) => crate::telemetry::init_with(filter),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

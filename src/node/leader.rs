@@ -54,7 +54,13 @@ pub(crate) fn watch_leadership(node: &Node) {
             let span = node.inner().span.clone();
             async move {
                 let leader = leader_id.to_committed();
-                tracing::info!(node_id = node.id(), leader = %leader, "became leader");
+                let term = leader_id.term();
+                tracing::info!(
+                    node_id = node.id(),
+                    term,
+                    "node {} became the leader (term {term})",
+                    node.id()
+                );
                 let task = node.spawn(lead(node.clone(), leader));
                 let old = node
                     .inner()
@@ -71,7 +77,13 @@ pub(crate) fn watch_leadership(node: &Node) {
             let node = stop_node.clone();
             let span = node.inner().span.clone();
             async move {
-                tracing::info!(node_id = node.id(), leader = %leader_id.to_committed(), "stopped leading");
+                let term = leader_id.term();
+                tracing::info!(
+                    node_id = node.id(),
+                    term,
+                    "node {} stopped leading (term {term})",
+                    node.id()
+                );
                 stop_duties(&node);
             }
             .instrument(span)
@@ -114,7 +126,8 @@ async fn lead(node: Node, leader: CommittedLeaderId) {
         wall_ms,
         applied_ms,
         cluster_time_ms = base,
-        "cluster clock anchored"
+        "cluster clock starts at {}",
+        crate::raft::peers::clock_time(base)
     );
     // 3. Refresh every live lease, then open for client writes.
     loop {
@@ -124,12 +137,24 @@ async fn lead(node: Node, leader: CommittedLeaderId) {
         else {
             return;
         };
+        // Without a quorum the proposal could only time out (and log each time).
+        if !node.quorum().ok {
+            tokio::time::sleep(RETRY_PAUSE).await;
+            continue;
+        }
         match node
             .propose(leader, Command::refresh_leases(now_ms, applied_ms))
             .await
         {
             Ok(reply) => {
-                tracing::info!(?reply, "leases refreshed");
+                let leases = match reply {
+                    crate::locks::Reply::Refreshed { leases } => leases,
+                    _ => 0,
+                };
+                tracing::info!(
+                    leases,
+                    "open for writes: {leases} held lease(s) extended to a full TTL from now"
+                );
                 break;
             }
             Err(NodeError::NotLeader) | Err(NodeError::Stopped(_)) => return,
@@ -145,6 +170,10 @@ async fn lead(node: Node, leader: CommittedLeaderId) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        // Without a quorum nothing can commit; `status::watch_quorum` says so once.
+        if !node.quorum().ok {
+            continue;
+        }
         let Some(now_ms) = inner
             .clock
             .now_ms_for(&leader, node.applied_time_ms(), Instant::now())

@@ -30,6 +30,7 @@ use crate::config::{Config, ConfigError};
 use crate::raft::event_log::EventLog;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::NetworkFactory;
+use crate::raft::peers::{PeerTiming, Peers};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::store::{open_db, StoreError};
 use crate::raft::typ;
@@ -88,7 +89,10 @@ impl Node {
             ..Default::default()
         }
         .validate()?;
-        let network = NetworkFactory::new(r.secret.clone())?;
+        let peers = Peers::new(PeerTiming::for_election_timeout(Duration::from_millis(
+            r.election_timeout_max_ms,
+        )));
+        let network = NetworkFactory::new(r.secret.clone(), peers.clone())?;
         let raft =
             typ::Raft::new(id, Arc::new(raft_config), network, log_store, state_machine).await?;
         let node = Node {
@@ -99,6 +103,7 @@ impl Node {
                 table,
                 events,
                 clock: ClusterClock::default(),
+                peers,
                 leader_duties: Mutex::new(None),
                 db: Mutex::new(Some(db)),
                 watch: Mutex::new(None),
@@ -110,6 +115,7 @@ impl Node {
         leader::watch_leadership(&node);
         node.spawn(leader::initialize_when_all_fresh(node.clone()));
         node.spawn(compaction::snapshot_when_due(node.clone()));
+        node.spawn(status::watch_quorum(node.clone()));
         Ok(node)
     }
 

@@ -58,7 +58,7 @@ use crate::NodeId;
 use clock::ClusterClock;
 pub use lifecycle::StartError;
 pub use requests::{linearizable_read_time_ms, Consistency, NodeError};
-pub use status::{ClusterStatus, MemberStatus};
+pub use status::{ClusterStatus, MemberStatus, PeerStatus, QuorumStatus};
 
 /// How often waiting loops re-check leadership and readiness.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -128,6 +128,8 @@ pub(crate) struct Inner {
     table: SharedTable,
     events: EventLog,
     clock: ClusterClock,
+    /// Reachability of the peers, as this node's Raft RPCs found it.
+    peers: crate::raft::peers::Peers,
     leader_duties: Mutex<Option<leader::Duties>>,
     /// The node's database; closed explicitly at shutdown (see [`Node::shutdown`]).
     db: Mutex<Option<Arc<rocksdb::DB>>>,

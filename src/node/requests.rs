@@ -31,8 +31,9 @@ pub enum NodeError {
     /// This node is not the leader (or its leadership is not yet ready); nothing was proposed.
     #[error("this node is not the leader")]
     NotLeader,
-    /// The leader cannot reach a quorum to confirm a read.
-    #[error("no quorum: {0}")]
+    /// This node knows it has no quorum, or a majority did not confirm a read; the
+    /// message is a sentence starting with `no quorum`.
+    #[error("{0}")]
     NoQuorum(String),
     /// The command was proposed but its outcome is unknown (timeout, discarded entry).
     #[error("outcome unknown: {0}")]
@@ -98,7 +99,8 @@ impl Node {
         let result = match tokio::time::timeout(timeout, rx).await {
             Err(_) => {
                 return Err(NodeError::OutcomeUnknown(format!(
-                    "no answer within {timeout:?}"
+                    "no answer within {} ms",
+                    timeout.as_millis()
                 )))
             }
             Ok(Err(_)) => {
@@ -123,7 +125,9 @@ impl Node {
     }
 
     /// Waits (bounded) until this node leads with a ready clock; returns the leadership
-    /// and the current cluster time.
+    /// and the current cluster time. A leader that knows it has no quorum answers at
+    /// once (`NoQuorum`), before proposing anything, instead of letting the request wait
+    /// for its timeout.
     async fn ready_leadership(&self) -> Result<(CommittedLeaderId, u64), NodeError> {
         let deadline = Instant::now() + Duration::from_millis(self.inner.config.api.leader_wait_ms);
         loop {
@@ -133,6 +137,7 @@ impl Node {
                 .as_leader()
                 .map_err(|_| NodeError::NotLeader)?
                 .to_committed_leader_id();
+            self.check_quorum()?;
             let applied_ms = self.applied_time_ms();
             if let Some(now_ms) = self
                 .inner
@@ -166,14 +171,28 @@ impl Node {
                     )
                     .await
                     .map_err(|_| {
-                        NodeError::NoQuorum(format!("leadership not confirmed within {timeout:?}"))
+                        NodeError::NoQuorum(format!(
+                            "no quorum: a majority of voters did not confirm this leader within {} ms",
+                            timeout.as_millis()
+                        ))
                     })?;
                     match confirmed {
                         Ok(_) => Ok(()),
                         Err(typ::RaftError::APIError(
                             openraft::errors::LinearizableReadError::ForwardToLeader(_),
                         )) => Err(NodeError::NotLeader),
-                        Err(typ::RaftError::APIError(e)) => Err(NodeError::NoQuorum(e.to_string())),
+                        // openraft's message dumps the membership: say it as a sentence.
+                        Err(typ::RaftError::APIError(_)) => {
+                            let q = self.quorum();
+                            Err(NodeError::NoQuorum(if q.ok {
+                                format!(
+                                    "no quorum: a majority of voters did not confirm this leader ({})",
+                                    q.detail
+                                )
+                            } else {
+                                q.detail
+                            }))
+                        }
                         Err(typ::RaftError::Fatal(e)) => Err(NodeError::Stopped(e.to_string())),
                     }
                 };
@@ -221,19 +240,30 @@ impl Node {
 
     /// On the leader: lets node `id` come back with an empty data directory. Raft assumes
     /// a node never loses what it acknowledged, so the leader refuses to send a follower
-    /// whose log went backwards anything; after this call it replicates to `id` from the
-    /// start once (by snapshot). Operators: stop the node, call this, wipe its data dir,
-    /// start it.
+    /// whose log went backwards anything (see `raft::peers::Peers::check_conflict`);
+    /// after this call it replicates to `id` from the start once (by snapshot). It works
+    /// whether the wiped node was started before or after this call.
     pub async fn allow_rejoin(&self, id: NodeId) -> Result<(), NodeError> {
         self.inner
             .raft
             .as_leader()
             .map_err(|_| NodeError::NotLeader)?;
+        // openraft's flag first: a conflict let through before it is set would be
+        // taken as an ordinary one and leave the follower waiting.
         match self.inner.raft.trigger().allow_next_revert(&id, true).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(NodeError::Refused(e.to_string())),
-            Err(fatal) => Err(NodeError::Stopped(fatal.to_string())),
+            Ok(Ok(())) => {}
+            Ok(Err(openraft::errors::AllowNextRevertError::ForwardToLeader(_))) => {
+                return Err(NodeError::NotLeader)
+            }
+            Ok(Err(openraft::errors::AllowNextRevertError::NodeNotFound(_))) => {
+                return Err(NodeError::Refused(format!(
+                    "node {id} is not a member this leader replicates to"
+                )))
+            }
+            Err(fatal) => return Err(NodeError::Stopped(fatal.to_string())),
         }
+        self.inner.peers.allow_rejoin(id);
+        Ok(())
     }
 }
 

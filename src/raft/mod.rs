@@ -31,6 +31,7 @@
 pub mod event_log;
 pub mod log_store;
 pub mod network;
+pub mod peers;
 pub mod rpc_server;
 pub mod snapshot;
 pub mod state_machine;

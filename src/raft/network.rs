@@ -9,16 +9,23 @@
 //! Error mapping: a refused connection is `Unreachable` (openraft backs off); any other
 //! transport failure, a timeout or a non-200 answer is a `NetworkError` or `Unreachable`.
 //! A peer that answers with an error is treated as unreachable: it is shutting down.
+//!
+//! Every outcome is reported to [`Peers`] (reachability per peer, for `/v1/cluster`,
+//! `/readyz` and the quorum check), and append answers pass through
+//! [`Peers::check_conflict`], which keeps a follower whose log went backwards from
+//! confusing the leader's replication until `allow-rejoin` is called.
 
 use std::future::Future;
 use std::time::Duration;
 
+use openraft::entry::RaftEntry;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::OptionalSend;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::peers::{ConflictVerdict, Peers};
 use super::typ::{
     AppendEntriesRequest, AppendEntriesResponse, Snapshot, SnapshotResponse, TransferLeaderRequest,
     TransferLeaderResponse, Vote, VoteRequest, VoteResponse,
@@ -43,18 +50,23 @@ pub mod path {
 pub struct NetworkFactory {
     http: reqwest::Client,
     secret: String,
+    peers: Peers,
 }
 
 impl NetworkFactory {
-    /// A factory whose clients send `secret` with every RPC.
-    pub fn new(secret: String) -> Result<NetworkFactory, reqwest::Error> {
+    /// A factory whose clients send `secret` with every RPC and report to `peers`.
+    pub fn new(secret: String, peers: Peers) -> Result<NetworkFactory, reqwest::Error> {
         let http = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(Duration::from_millis(500))
             .pool_idle_timeout(Duration::from_secs(30))
             .tcp_nodelay(true)
             .build()?;
-        Ok(NetworkFactory { http, secret })
+        Ok(NetworkFactory {
+            http,
+            secret,
+            peers,
+        })
     }
 }
 
@@ -67,6 +79,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             base: format!("http://{}", node.raft),
             http: self.http.clone(),
             secret: self.secret.clone(),
+            peers: self.peers.clone(),
         }
     }
 }
@@ -77,16 +90,34 @@ pub struct Network {
     base: String,
     http: reqwest::Client,
     secret: String,
+    peers: Peers,
 }
 
 impl Network {
+    /// One RPC, its outcome reported to [`Peers`].
     async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         path: &str,
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp, RPCError<TypeConfig>> {
-        let body = codec::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let result = self.send(path, req, timeout).await;
+        match &result {
+            Ok(_) => self.peers.record_success(self.target),
+            Err(e) => self.peers.record_failure(self.target, &e.1),
+        }
+        result.map_err(|e| e.0)
+    }
+
+    /// One RPC; an error comes with a short phrase for operators (`connection refused`).
+    async fn send<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, (RPCError<TypeConfig>, String)> {
+        let body = codec::encode(req)
+            .map_err(|e| (RPCError::Network(NetworkError::new(&e)), e.to_string()))?;
         let resp = self
             .http
             .post(format!("{}{path}", self.base))
@@ -97,25 +128,35 @@ impl Network {
             .send()
             .await
             .map_err(|e| {
+                let phrase = describe(&e);
                 if e.is_connect() {
-                    RPCError::Unreachable(Unreachable::new(&e))
+                    (RPCError::Unreachable(Unreachable::new(&e)), phrase)
                 } else {
-                    RPCError::Network(NetworkError::new(&e))
+                    (RPCError::Network(NetworkError::new(&e)), phrase)
                 }
             })?;
         let status = resp.status();
         if !status.is_success() {
             let text = resp.text().await.unwrap_or_default();
-            return Err(RPCError::Unreachable(Unreachable::from_string(format!(
-                "node {} answered {status}: {text}",
-                self.target
-            ))));
+            let phrase = format!("answered {status}");
+            return Err((
+                RPCError::Unreachable(Unreachable::from_string(format!(
+                    "node {} answered {status}: {text}",
+                    self.target
+                ))),
+                phrase,
+            ));
         }
         let bytes = resp
             .bytes()
             .await
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        codec::decode(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+            .map_err(|e| (RPCError::Network(NetworkError::new(&e)), describe(&e)))?;
+        codec::decode(&bytes).map_err(|e| {
+            (
+                RPCError::Network(NetworkError::new(&e)),
+                format!("undecodable answer: {e}"),
+            )
+        })
     }
 }
 
@@ -127,7 +168,30 @@ impl RaftNetworkV2<TypeConfig> for Network {
         rpc: AppendEntriesRequest,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse, RPCError<TypeConfig>> {
-        self.call(path::APPEND, &rpc, option.soft_ttl()).await
+        let vote = rpc.vote;
+        let prev = rpc.prev_log_id;
+        let last = rpc.entries.last().map(|e| e.log_id()).or(prev);
+        let resp: AppendEntriesResponse = self.call(path::APPEND, &rpc, option.soft_ttl()).await?;
+        match &resp {
+            AppendEntriesResponse::Success => self.peers.record_ack(self.target, &vote, last),
+            AppendEntriesResponse::PartialSuccess(upto) => {
+                self.peers.record_ack(self.target, &vote, *upto)
+            }
+            AppendEntriesResponse::Conflict => {
+                match self.peers.check_conflict(self.target, &vote, prev.as_ref()) {
+                    ConflictVerdict::Pass | ConflictVerdict::PassAllowedRevert => {}
+                    ConflictVerdict::Refuse => {
+                        return Err(RPCError::Unreachable(Unreachable::from_string(format!(
+                            "node {} lost log entries it acknowledged; \
+                             waiting for POST /v1/cluster/nodes/{}/allow-rejoin",
+                            self.target, self.target
+                        ))))
+                    }
+                }
+            }
+            AppendEntriesResponse::HigherVote(_) => {}
+        }
+        Ok(resp)
     }
 
     async fn vote(
@@ -153,11 +217,17 @@ impl RaftNetworkV2<TypeConfig> for Network {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse, StreamingError<TypeConfig>> {
+        let last = snapshot.meta.last_log_id;
         let req = (vote, snapshot.meta, snapshot.snapshot.into_inner());
-        tokio::select! {
-            closed = cancel => Err(StreamingError::Closed(closed)),
-            res = self.call(path::SNAPSHOT, &req, option.soft_ttl()) => Ok(res?),
+        let resp: SnapshotResponse = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            res = self.call(path::SNAPSHOT, &req, option.soft_ttl()) => res?,
+        };
+        // An installed snapshot is acknowledged like the entries it covers.
+        if resp.vote == vote {
+            self.peers.record_ack(self.target, &vote, last);
         }
+        Ok(resp)
     }
 
     async fn transfer_leader(
@@ -168,6 +238,29 @@ impl RaftNetworkV2<TypeConfig> for Network {
         self.call(path::TRANSFER_LEADER, &req, option.soft_ttl())
             .await
     }
+}
+
+/// A short phrase for a failed request (`connection refused`, `timed out`), from the
+/// innermost cause: reqwest's own message names the URL, not what went wrong.
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timed out".into();
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut innermost = e.to_string();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
+                std::io::ErrorKind::ConnectionReset => "connection reset".into(),
+                std::io::ErrorKind::TimedOut => "timed out".into(),
+                _ => io.to_string(),
+            };
+        }
+        innermost = s.to_string();
+        source = s.source();
+    }
+    innermost
 }
 
 /// Path of the "have you been initialised?" probe used before self-initialisation.
