@@ -9,9 +9,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::problem::ApiError;
-use super::views::rfc3339_ms;
 use super::App;
 use crate::node::{ClusterStatus, PeerStatus};
+use crate::wire::rfc3339_ms;
 
 /// The answer to `GET /v1/cluster`: the node's status with its peers' times in RFC 3339.
 #[derive(Debug, Serialize)]
