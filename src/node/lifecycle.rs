@@ -115,7 +115,7 @@ impl Node {
         leader::watch_leadership(&node);
         node.spawn(leader::initialize_when_all_fresh(node.clone()));
         node.spawn(compaction::snapshot_when_due(node.clone()));
-        node.spawn(status::watch_quorum(node.clone()));
+        node.spawn(super::status::watch_quorum(node.clone()));
         Ok(node)
     }
 
