@@ -186,7 +186,7 @@ impl EventLog {
     ///
     /// The by-key entries to delete are found from the log-ordered `events` family,
     /// between the current retention mark and `index`: with regular pruning that is
-    /// about [`PRUNE_EVERY`] indexes. When `index` is past every stored event (a
+    /// about `PRUNE_EVERY` indexes. When `index` is past every stored event (a
     /// snapshot install), the whole by-key family goes in one range deletion instead.
     pub fn drop_before(
         &self,
