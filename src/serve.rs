@@ -299,11 +299,14 @@ impl HttpBody for GuardedBody {
 #[error("request body not received within {0:?}")]
 pub struct BodyTimeout(Duration);
 
-/// A request body that fails once its deadline passes.
+/// A request body that fails once its deadline passes. The timer is armed only when
+/// the body is not there at once: a small body arrives with its header, and a timer
+/// per request would cost the hot path.
 struct TimedBody {
     body: Incoming,
     limit: Duration,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    started: tokio::time::Instant,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl TimedBody {
@@ -311,7 +314,8 @@ impl TimedBody {
         TimedBody {
             body,
             limit,
-            deadline: Box::pin(tokio::time::sleep(limit)),
+            started: tokio::time::Instant::now(),
+            deadline: None,
         }
     }
 }
@@ -327,7 +331,11 @@ impl HttpBody for TimedBody {
         if let Poll::Ready(frame) = Pin::new(&mut self.body).poll_frame(cx) {
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
-        if self.deadline.as_mut().poll(cx).is_ready() {
+        let at = self.started + self.limit;
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if deadline.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Some(Err(BodyTimeout(self.limit).into())));
         }
         Poll::Pending

@@ -104,6 +104,7 @@ impl Node {
                 events,
                 clock: ClusterClock::default(),
                 peers,
+                quorum_check: Mutex::new(None),
                 leader_duties: Mutex::new(None),
                 db: Mutex::new(Some(db)),
                 watch: Mutex::new(None),

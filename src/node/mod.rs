@@ -130,6 +130,8 @@ pub(crate) struct Inner {
     clock: ClusterClock,
     /// Reachability of the peers, as this node's Raft RPCs found it.
     peers: crate::raft::peers::Peers,
+    /// The last quorum judgement of the write path (see `status::QUORUM_CHECK_REUSE`).
+    quorum_check: Mutex<Option<status::QuorumCheck>>,
     leader_duties: Mutex<Option<leader::Duties>>,
     /// The node's database; closed explicitly at shutdown (see [`Node::shutdown`]).
     db: Mutex<Option<Arc<rocksdb::DB>>>,
