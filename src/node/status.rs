@@ -3,7 +3,7 @@
 //!
 //! All are read from openraft's metrics, the peer reachability the Raft network
 //! client records ([`crate::raft::peers`]) and the local lock table; nothing here
-//! talks to peers or changes state. [`watch_quorum`] logs one line each time the
+//! talks to peers or changes state. `watch_quorum` logs one line each time the
 //! quorum is lost or regained.
 //!
 //! The quorum is judged from what this node saw: a voter counts as reachable unless
