@@ -161,9 +161,10 @@ pub struct Outgoing<'a> {
 pub async fn send_to_leader(app: &App, req: Outgoing<'_>) -> Option<Response> {
     let wait = Duration::from_millis(app.node.config().api.leader_wait_ms);
     let Some(leader) = app.node.wait_for_leader(wait).await else {
-        return Some(
-            ApiError::NoLeader(format!("no leader known within {wait:?}")).into_response(),
-        );
+        return Some(no_leader(
+            app,
+            format!("no leader known within {} ms", wait.as_millis()),
+        ));
     };
     if leader.id == app.node.id() {
         return None;
@@ -191,8 +192,21 @@ pub async fn send_to_leader(app: &App, req: Outgoing<'_>) -> Option<Response> {
         Err(e @ ForwardError::NoAnswer { .. }) if is_write => {
             ApiError::OutcomeUnknown(e.to_string()).into_response()
         }
-        Err(e) => ApiError::NoLeader(e.to_string()).into_response(),
+        Err(e) => no_leader(app, e.to_string()),
     })
+}
+
+/// `NO_LEADER` for `reason`, led by this node's own account of the quorum when it knows
+/// it has none: the survivor of a lost majority names the quorum, not only the leader
+/// it cannot find.
+fn no_leader(app: &App, reason: String) -> Response {
+    let quorum = app.node.quorum();
+    let detail = if quorum.ok {
+        reason
+    } else {
+        format!("{}; {reason}", quorum.detail)
+    };
+    ApiError::NoLeader(detail).into_response()
 }
 
 #[cfg(test)]

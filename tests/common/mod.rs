@@ -64,11 +64,17 @@ pub struct TestCluster {
     pub http: reqwest::Client,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+/// Free loopback ports, distinct from each other: every listener is held until all are
+/// chosen (a port bound and released at once can be handed out again, and the config
+/// refuses two nodes on one address).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free loopback port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("bound address").port())
+        .collect()
 }
 
 impl TestCluster {
@@ -80,12 +86,13 @@ impl TestCluster {
     pub async fn start_with(opts: Options) -> TestCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut nodes = BTreeMap::new();
+        let mut ports = free_ports(2 * opts.nodes as usize).into_iter();
         let mut toml = String::new();
         for id in 1..=opts.nodes {
             let node = TestNode {
                 id,
-                api: format!("127.0.0.1:{}", free_port()),
-                raft: format!("127.0.0.1:{}", free_port()),
+                api: format!("127.0.0.1:{}", ports.next().expect("a port per address")),
+                raft: format!("127.0.0.1:{}", ports.next().expect("a port per address")),
                 data_dir: dir.path().join(format!("n{id}")),
                 child: None,
             };
