@@ -8,7 +8,9 @@
 //!   scan of that key's prefix from the index after the last one it saw, so the cost of
 //!   a resume is the events of its key, whatever other keys did meanwhile. Lock keys are
 //!   `[A-Za-z0-9._:-]`, so the `0x00` separator makes the prefix of one key never a
-//!   prefix of another's.
+//!   prefix of another's. The family's prefix extractor is that prefix, and its
+//!   memtable a hash of per-key skip lists (`store::cf_options` says why): reads of it
+//!   stay inside one lock key, or ask for total order.
 //! - `events`: the lock key of each event, keyed by big-endian `(log index, sequence)`:
 //!   log order, which is what retention needs to find the index entries to delete.
 //!
@@ -304,8 +306,13 @@ impl EventLog {
         let start = by_key_key(key, from, 0);
         let prefix = &start[..key.len() + 1];
         let mut out = Vec::new();
-        let iter = db.iterator_cf(
+        // The family's prefix extractor is the lock key: a prefix read is both what is
+        // wanted and what its hashed memtable serves.
+        let mut read = rocksdb::ReadOptions::default();
+        read.set_prefix_same_as_start(true);
+        let iter = db.iterator_cf_opt(
             cf(db, CF_EVENTS_BY_KEY),
+            read,
             IteratorMode::From(&start, Direction::Forward),
         );
         for item in iter {
@@ -393,7 +400,11 @@ mod tests {
     }
 
     fn count(db: &DB, family: &str) -> usize {
-        db.iterator_cf(cf(db, family), IteratorMode::Start).count()
+        // `events_by_key` has a prefix extractor: only a total-order read sees all keys.
+        let mut read = rocksdb::ReadOptions::default();
+        read.set_total_order_seek(true);
+        db.iterator_cf_opt(cf(db, family), read, IteratorMode::Start)
+            .count()
     }
 
     /// Events of 100 other keys around every event of `mine`.
