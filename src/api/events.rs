@@ -23,7 +23,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::Stream;
 use tokio::sync::{broadcast, mpsc};
 
-use crate::raft::event_log::KeyEvents;
+use crate::node::KeyEvents;
 
 use super::extract::{ApiQuery, LockKey};
 use super::problem::ApiError;
