@@ -10,6 +10,11 @@
 //!   as last acknowledged (or its acknowledged release).
 //! - **Fenced resource** ([`check_resource`]): the resource never accepted a token lower
 //!   than one it had accepted before for the key, nor one token from two owners.
+//! - **Lock-delay** ([`check_lock_delay`]): after a grant with `lock_delay_ms = d` whose
+//!   lease ran out (no release that freed it, or may have), no later grant of the key
+//!   starts before its last acknowledged `expires_at + d` (a refresh only moves that
+//!   later); and no grant asked for after a refusal that named `available_at` starts
+//!   before it.
 //!
 //! Violations name the operations involved by their index in the history.
 
@@ -35,6 +40,7 @@ pub fn check_all(ops: &[Op]) -> Vec<Violation> {
     let mut v = check_token_order(ops);
     v.extend(check_lease_overlap(ops));
     v.extend(check_resource(ops));
+    v.extend(check_lock_delay(ops));
     v
 }
 
@@ -135,6 +141,8 @@ pub fn check_lease_overlap(ops: &[Op]) -> Vec<Violation> {
                 lease.ops.push(i);
             }
             (OpKind::Release, Outcome::Unknown) => maybe_released.push(id),
+            // A cancel that released a grant did so at a cluster time it does not say.
+            (OpKind::Cancel, Outcome::Ok | Outcome::Unknown) => maybe_released.push(id),
             _ => {}
         }
     }
@@ -152,6 +160,15 @@ pub fn check_lease_overlap(ops: &[Op]) -> Vec<Violation> {
     }
     for id in maybe_released {
         leases.remove(&id);
+    }
+    // A cancel whose answer was lost may have released any grant of its owner.
+    for cancel in ops
+        .iter()
+        .filter(|o| o.kind == OpKind::Cancel && o.outcome == Outcome::Unknown)
+    {
+        leases.retain(|(key, _), lease| {
+            *key != cancel.key || lease.ops.iter().all(|&i| ops[i].owner != cancel.owner)
+        });
     }
     let mut per_key: BTreeMap<&str, Vec<&Lease>> = BTreeMap::new();
     for ((key, _), lease) in &leases {
@@ -220,6 +237,93 @@ pub fn check_resource(ops: &[Op]) -> Vec<Violation> {
             Some(_) => {}
             None => {
                 writer_of.insert((op.key.as_str(), token), i);
+            }
+        }
+    }
+    violations
+}
+
+/// No grant starts inside a lock-delay (see the module docs).
+pub fn check_lock_delay(ops: &[Op]) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    let grants: Vec<usize> = (0..ops.len())
+        .filter(|&i| granted(&ops[i]).is_some())
+        .collect();
+    // (key, token) -> (delay, last acknowledged expiry, ops)
+    let mut delayed: BTreeMap<(&str, u64), (u64, u64, Vec<usize>)> = BTreeMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        let (Some(token), Some(expires)) = (op.token, op.expires_at_ms) else {
+            continue;
+        };
+        if op.outcome != Outcome::Ok || !matches!(op.kind, OpKind::Acquire | OpKind::Renew) {
+            continue;
+        }
+        let d = op.lock_delay_ms.unwrap_or(0);
+        let entry = delayed
+            .entry((op.key.as_str(), token))
+            .or_insert((0, 0, Vec::new()));
+        entry.0 = entry.0.max(d);
+        entry.1 = entry.1.max(expires);
+        entry.2.push(i);
+    }
+    // A release that freed the lock (or may have) starts no delay; nor does a cancel.
+    for op in ops {
+        let freed = match op.kind {
+            OpKind::Release => {
+                op.outcome == Outcome::Unknown
+                    || (op.outcome == Outcome::Ok && op.released == Some(true))
+            }
+            OpKind::Cancel => op.outcome != Outcome::Fail,
+            _ => false,
+        };
+        if let (true, Some(token)) = (freed, op.token) {
+            delayed.remove(&(op.key.as_str(), token));
+        }
+        if op.kind == OpKind::Cancel && op.outcome != Outcome::Fail {
+            delayed.retain(|(k, _), (_, _, list)| {
+                *k != op.key || list.iter().all(|&i| ops[i].owner != op.owner)
+            });
+        }
+    }
+    for ((key, token), (d, end, list)) in &delayed {
+        if *d == 0 {
+            continue;
+        }
+        let available = end + d;
+        for &b in &grants {
+            let op = &ops[b];
+            let (Some(t), Some(at)) = (op.token, op.acquired_at_ms) else {
+                continue;
+            };
+            if op.key == *key && t > *token && at < available {
+                violations.push(Violation {
+                    rule: "lock_delay_broken",
+                    message: format!(
+                        "key {key}: token {t} granted at {at}, but token {token} expired at {end} with lock_delay_ms {d} (available at {available})"
+                    ),
+                    ops: list.iter().copied().chain([b]).collect(),
+                });
+            }
+        }
+    }
+    for (r, refusal) in ops.iter().enumerate() {
+        let Some(available) = refusal.available_at_ms else {
+            continue;
+        };
+        for &b in &grants {
+            let op = &ops[b];
+            if op.key == refusal.key
+                && op.invoke_ms > refusal.complete_ms
+                && op.acquired_at_ms.is_some_and(|at| at < available)
+            {
+                violations.push(Violation {
+                    rule: "available_at_broken",
+                    message: format!(
+                        "key {}: a refusal said available at {available}, yet a grant asked for later started at {:?}",
+                        op.key, op.acquired_at_ms
+                    ),
+                    ops: vec![r, b],
+                });
             }
         }
     }
@@ -355,6 +459,23 @@ mod tests {
     }
 
     #[test]
+    fn a_cancel_that_released_the_grant_may_have_ended_it() {
+        // Seed 201: a waiter was granted, then its own cancel released the grant; the
+        // cancel's answer carries the token but no cluster time.
+        let cancel = op(OpKind::Cancel, "k", "a", 3, (10, 12), Outcome::Ok);
+        let h = vec![
+            grant("k", "a", 3, (0, 5), (100, 1100)),
+            cancel,
+            grant("k", "b", 7, (20, 25), (300, 1300)),
+        ];
+        assert!(check_lease_overlap(&h).is_empty());
+        assert_eq!(
+            rules(&check_lease_overlap(&[h[0].clone(), h[2].clone()])),
+            vec!["lease_overlap"]
+        );
+    }
+
+    #[test]
     fn a_resource_accepting_a_stale_token_is_caught() {
         // The negative control: a resource that ignores tokens.
         let h = vec![write("k", "b", 7, 1, true), write("k", "a", 3, 2, true)];
@@ -365,6 +486,54 @@ mod tests {
     fn a_token_used_by_two_owners_at_the_resource_is_caught() {
         let h = vec![write("k", "a", 7, 1, true), write("k", "b", 7, 2, true)];
         assert_eq!(rules(&check_resource(&h)), vec!["token_shared"]);
+    }
+
+    fn delayed(key: &str, owner: &str, token: u64, t: (u64, u64), lease: (u64, u64), d: u64) -> Op {
+        Op {
+            lock_delay_ms: Some(d),
+            ..grant(key, owner, token, t, lease)
+        }
+    }
+
+    #[test]
+    fn a_grant_after_the_lock_delay_passes() {
+        let h = vec![
+            delayed("k", "a", 3, (0, 5), (100, 600), 500),
+            grant("k", "b", 9, (900, 1200), (1100, 2100)),
+        ];
+        assert!(check_lock_delay(&h).is_empty());
+    }
+
+    #[test]
+    fn a_grant_inside_the_lock_delay_is_caught() {
+        let h = vec![
+            delayed("k", "a", 3, (0, 5), (100, 600), 500),
+            grant("k", "b", 9, (900, 1000), (1000, 2000)),
+        ];
+        assert_eq!(rules(&check_lock_delay(&h)), vec!["lock_delay_broken"]);
+    }
+
+    #[test]
+    fn a_released_lock_starts_no_delay() {
+        let h = vec![
+            delayed("k", "a", 3, (0, 5), (100, 600), 500),
+            release("k", "a", 3, (10, 12), 200, Outcome::Ok),
+            grant("k", "b", 9, (300, 400), (300, 1300)),
+        ];
+        assert!(check_lock_delay(&h).is_empty());
+    }
+
+    #[test]
+    fn a_grant_before_a_promised_available_at_is_caught() {
+        let refusal = Op {
+            error: Some("LOCK_HELD".into()),
+            available_at_ms: Some(1100),
+            ..op(OpKind::Acquire, "k", "b", 0, (700, 710), Outcome::Fail)
+        };
+        let h = vec![refusal, grant("k", "b", 9, (720, 800), (1000, 2000))];
+        assert_eq!(rules(&check_lock_delay(&h)), vec!["available_at_broken"]);
+        let h = vec![h[0].clone(), grant("k", "b", 9, (720, 800), (1100, 2100))];
+        assert!(check_lock_delay(&h).is_empty());
     }
 
     #[test]

@@ -15,6 +15,9 @@ pub enum OpKind {
     Read,
     /// A write to the fenced resource, presenting `token`; `ok` = accepted.
     ResourceWrite,
+    /// `POST /v1/locks/{key}/cancel` by `owner`: leave the queue (and release the key if
+    /// the queue granted it meanwhile; then `token` is the released token).
+    Cancel,
 }
 
 /// How the operation ended.
@@ -76,6 +79,22 @@ pub struct Op {
     /// named.
     #[serde(default)]
     pub holder: Option<Holder>,
+    /// The acquire waited in the key's queue for up to this long (`wait_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+    /// The acquire asked for this lock-delay after its lease expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_delay_ms: Option<u64>,
+    /// Cluster time a `LOCK_HELD` refusal said the key is available again (the queue or a
+    /// lock-delay keeps it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_at_ms: Option<u64>,
+    /// Why a release freed nothing (`released: false`): `not_held`, `token_mismatch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// A cancel found the owner in the queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub was_queued: Option<bool>,
 }
 
 /// A lock holder as a read or a refusal reported it.
@@ -117,6 +136,11 @@ impl Op {
             endpoint: None,
             ttl_ms: None,
             holder: None,
+            wait_ms: None,
+            lock_delay_ms: None,
+            available_at_ms: None,
+            reason: None,
+            was_queued: None,
         }
     }
 }

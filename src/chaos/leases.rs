@@ -77,11 +77,13 @@ pub fn check_lease_not_cut_short(ops: &[Op]) -> Vec<Violation> {
     }
     for (i, op) in ops.iter().enumerate() {
         let Some(token) = op.token else { continue };
-        if op.kind != OpKind::Release {
+        if !matches!(op.kind, OpKind::Release | OpKind::Cancel) {
             continue;
         }
         let id = (op.key.as_str(), token);
-        match (op.outcome, op.released) {
+        // A cancel's token is the grant it released.
+        let released = op.released.or((op.kind == OpKind::Cancel).then_some(true));
+        match (op.outcome, released) {
             (Outcome::Ok, Some(true)) => {
                 if let Some(lease) = leases.get_mut(&id) {
                     lease.end_ms = lease.end_ms.min(op.invoke_ms);
@@ -93,6 +95,15 @@ pub fn check_lease_not_cut_short(ops: &[Op]) -> Vec<Violation> {
             }
             _ => {}
         }
+    }
+    // A cancel whose answer was lost may have released any grant of its owner.
+    for cancel in ops
+        .iter()
+        .filter(|o| o.kind == OpKind::Cancel && o.outcome == Outcome::Unknown)
+    {
+        leases.retain(|(key, _), lease| {
+            *key != cancel.key || lease.ops.iter().all(|&i| ops[i].owner != cancel.owner)
+        });
     }
     let mut per_key: BTreeMap<&str, Vec<&RtLease>> = BTreeMap::new();
     for lease in leases.values() {
@@ -137,7 +148,7 @@ pub struct AbandonReport {
 
 /// Time in `[from, to)` not covered by successful probe writes (gaps over
 /// [`PROBE_GAP_MS`] between consecutive ones, and before the first/after the last).
-fn unavailable_ms(probe_ok: &[(u64, u64)], from: u64, to: u64) -> u64 {
+pub(crate) fn unavailable_ms(probe_ok: &[(u64, u64)], from: u64, to: u64) -> u64 {
     let mut total = 0;
     let mut last = from;
     for &(_, done) in probe_ok.iter().filter(|p| p.1 > from) {
@@ -156,14 +167,20 @@ fn unavailable_ms(probe_ok: &[(u64, u64)], from: u64, to: u64) -> u64 {
     total
 }
 
-/// Abandoned locks are free within their documented deadline (see the module docs).
-pub fn check_abandoned_locks(ops: &[Op]) -> AbandonReport {
+/// `(invoke, complete)` of the probe's successful writes, by completion.
+pub(crate) fn probe_successes(ops: &[Op]) -> Vec<(u64, u64)> {
     let mut probe_ok: Vec<(u64, u64)> = ops
         .iter()
         .filter(|o| o.process == "probe" && o.kind == OpKind::Acquire && o.outcome == Outcome::Ok)
         .map(|o| (o.invoke_ms, o.complete_ms))
         .collect();
     probe_ok.sort_unstable_by_key(|p| p.1);
+    probe_ok
+}
+
+/// Abandoned locks are free within their documented deadline (see the module docs).
+pub fn check_abandoned_locks(ops: &[Op]) -> AbandonReport {
+    let probe_ok = probe_successes(ops);
     let mut by_key: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, op) in ops.iter().enumerate() {
         if op.kind == OpKind::Acquire && op.key.starts_with("abandon-") {
@@ -328,6 +345,18 @@ mod tests {
             rules(&check_lease_not_cut_short(&h)),
             vec!["lease_cut_short"]
         );
+    }
+
+    #[test]
+    fn a_cancel_that_released_the_grant_ends_the_lease_at_its_send_time() {
+        // Seed 201: the waiter's own cancel released its grant.
+        let cancel = Op::new(OpKind::Cancel, "k", "a", Some(3), 100, 110, Outcome::Ok);
+        let h = vec![
+            grant("k", "a", 3, (0, 10), 1000),
+            cancel,
+            grant("k", "b", 7, (105, 120), 1000),
+        ];
+        assert!(check_lease_not_cut_short(&h).is_empty());
     }
 
     #[test]

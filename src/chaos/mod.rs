@@ -7,9 +7,11 @@
 //! definite refusal) or `unknown` (a timeout or `OUTCOME_UNKNOWN`: it may or may not
 //! have happened). `baton chaos check DIR` then proves from the history alone the
 //! safety properties a lock service owes its users: token order, leases and the fenced
-//! resource ([`check`]), leases on the client's clock and abandoned locks ([`leases`]),
-//! per-key linearizability ([`linearize`]), and from the run's side files no
-//! minority-side writes, equal replicas and no panics ([`report`]).
+//! resource and lock-delay ([`check`]), leases on the client's clock and abandoned locks
+//! ([`leases`]), per-key linearizability ([`linearize`]), the event streams the
+//! [`followers`] recorded ([`events`]), the queue rebuilt from those events ([`queue`];
+//! the [`waiters`] make it busy), and from the run's side files no minority-side writes,
+//! equal replicas and no panics ([`report`]).
 //!
 //! # Caveats
 //! The checker sees only what clients saw: lease refreshes by a new leader and the
@@ -18,9 +20,13 @@
 //! nodes.
 
 pub mod check;
+pub mod events;
+pub mod followers;
 pub mod history;
 pub mod leases;
 pub mod linearize;
+pub mod queue;
 pub mod report;
 pub mod resource;
+pub mod waiters;
 pub mod workload;

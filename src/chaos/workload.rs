@@ -31,6 +31,7 @@ use serde_json::Value;
 
 use super::history::{Holder, Op, OpKind, Outcome};
 use super::resource::{self, Resource, WriteAnswer, WriteRequest};
+use super::{followers, waiters};
 use crate::sync::LockUnpoisoned;
 use crate::wire::{
     parse_rfc3339_ms, AcquireRequest, ErrorCode, Lease, LockInfo, Problem, ReleaseRequest,
@@ -74,6 +75,10 @@ pub struct Settings {
     pub mix_keys: usize,
     pub fenced_holders: usize,
     pub fenced_keys: usize,
+    /// Waiters on the hot `queue-*` keys (also the delayer and its watcher when > 0).
+    pub waiters: usize,
+    /// Follow the queue and delay keys' events from every node.
+    pub follow_events: bool,
     /// The resource ignores tokens (a control run the checker must catch).
     pub negative_control: bool,
     pub out: PathBuf,
@@ -81,7 +86,7 @@ pub struct Settings {
 
 /// Shared recorder of completed operations.
 #[derive(Clone)]
-struct Recorder {
+pub(super) struct Recorder {
     start: Instant,
     /// History time of `start`.
     base_ms: u64,
@@ -100,11 +105,11 @@ impl Recorder {
         }
     }
 
-    fn now_ms(&self) -> u64 {
+    pub(super) fn now_ms(&self) -> u64 {
         self.base_ms + self.start.elapsed().as_millis() as u64
     }
 
-    fn push(&self, op: Op) {
+    pub(super) fn push(&self, op: Op) {
         self.ops.lock_unpoisoned().push(op);
     }
 }
@@ -124,37 +129,64 @@ fn holder(owner: &str, token: u64, expires_at: &str) -> Option<Holder> {
 }
 
 /// A client's view of one answer.
-struct Answer {
-    endpoint: String,
-    outcome: Outcome,
-    body: Value,
-    error: Option<String>,
+pub(super) struct Answer {
+    pub(super) endpoint: String,
+    pub(super) outcome: Outcome,
+    pub(super) body: Value,
+    pub(super) error: Option<String>,
 }
 
-struct Client {
-    http: reqwest::Client,
-    endpoints: Vec<String>,
-    rng: StdRng,
-    name: String,
-    rec: Recorder,
+pub(super) struct Client {
+    pub(super) http: reqwest::Client,
+    pub(super) endpoints: Vec<String>,
+    pub(super) rng: StdRng,
+    /// The owner its requests name.
+    pub(super) name: String,
+    /// The history's `process` of its operations (the owner, unless each request names
+    /// an owner of its own).
+    pub(super) process: String,
+    pub(super) rec: Recorder,
 }
 
 impl Client {
+    /// Another client for the same process, on its own random stream.
+    pub(super) fn fork(&mut self) -> Client {
+        Client {
+            http: self.http.clone(),
+            endpoints: self.endpoints.clone(),
+            rng: StdRng::seed_from_u64(self.rng.gen()),
+            name: self.name.clone(),
+            process: self.process.clone(),
+            rec: self.rec.clone(),
+        }
+    }
+
     /// Leader-agnostic: a node picked at random.
     fn endpoint(&mut self) -> String {
         let i = self.rng.gen_range(0..self.endpoints.len());
         self.endpoints[i].clone()
     }
 
-    async fn call<B: Serialize>(
+    pub(super) async fn call<B: Serialize>(
         &mut self,
         method: reqwest::Method,
         path: &str,
         body: Option<&B>,
     ) -> Answer {
+        self.call_within(method, path, body, REQUEST_TIMEOUT).await
+    }
+
+    /// A request that gives up (drops the connection) after `timeout`.
+    pub(super) async fn call_within<B: Serialize>(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+        timeout: Duration,
+    ) -> Answer {
         let endpoint = self.endpoint();
         let url = format!("http://{endpoint}{path}");
-        let mut req = self.http.request(method, url);
+        let mut req = self.http.request(method, url).timeout(timeout);
         if let Some(b) = body {
             req = req.json(b);
         }
@@ -199,7 +231,14 @@ impl Client {
         }
     }
 
-    fn op(&self, kind: OpKind, key: &str, token: Option<u64>, invoke_ms: u64, a: &Answer) -> Op {
+    pub(super) fn op(
+        &self,
+        kind: OpKind,
+        key: &str,
+        token: Option<u64>,
+        invoke_ms: u64,
+        a: &Answer,
+    ) -> Op {
         let ok = a.outcome == Outcome::Ok;
         let grant = ok && matches!(kind, OpKind::Acquire | OpKind::Renew);
         let mut op = Op::new(
@@ -211,6 +250,7 @@ impl Client {
             self.rec.now_ms(),
             a.outcome,
         );
+        op.process.clone_from(&self.process);
         if grant {
             if let Ok(lease) = Lease::deserialize(&a.body) {
                 op.token = token.or(Some(lease.token));
@@ -222,6 +262,13 @@ impl Client {
         if let Ok(r) = Released::deserialize(&a.body) {
             op.released = Some(r.released);
             op.at_ms = time_ms(&r.timestamp);
+            op.reason = r.reason.map(|n| n.as_str().to_string());
+        }
+        if !ok {
+            op.available_at_ms = Problem::deserialize(&a.body)
+                .ok()
+                .and_then(|p| p.available_at)
+                .and_then(|t| time_ms(&t));
         }
         op.holder = match kind {
             OpKind::Read if ok => LockInfo::deserialize(&a.body)
@@ -238,7 +285,7 @@ impl Client {
         op
     }
 
-    async fn acquire(&mut self, key: &str, ttl_ms: u64) -> Option<u64> {
+    pub(super) async fn acquire(&mut self, key: &str, ttl_ms: u64) -> Option<u64> {
         let t = self.rec.now_ms();
         let a = self
             .call(
@@ -251,7 +298,8 @@ impl Client {
                 }),
             )
             .await;
-        let op = self.op(OpKind::Acquire, key, None, t, &a);
+        let mut op = self.op(OpKind::Acquire, key, None, t, &a);
+        op.ttl_ms = op.ttl_ms.or(Some(ttl_ms));
         let token = (a.outcome == Outcome::Ok).then_some(op.token).flatten();
         self.rec.push(op);
         token
@@ -270,12 +318,13 @@ impl Client {
             )
             .await;
         let ok = a.outcome == Outcome::Ok;
-        let op = self.op(OpKind::Renew, key, Some(token), t, &a);
+        let mut op = self.op(OpKind::Renew, key, Some(token), t, &a);
+        op.ttl_ms = op.ttl_ms.or(Some(ttl_ms));
         self.rec.push(op);
         ok
     }
 
-    async fn release(&mut self, key: &str, token: u64) {
+    pub(super) async fn release(&mut self, key: &str, token: u64) {
         let t = self.rec.now_ms();
         let a = self
             .call(
@@ -318,7 +367,7 @@ const WATCH_PERIOD: Duration = Duration::from_millis(40);
 /// How long the watcher keeps trying before it gives an abandoned key up.
 const WATCH_LIMIT: Duration = Duration::from_secs(15);
 /// Per-request timeout: past it the outcome is unknown.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// Probe period (about 20 Hz).
 const PROBE_PERIOD: Duration = Duration::from_millis(50);
 
@@ -502,9 +551,11 @@ pub async fn run(settings: Settings) -> Result<usize, String> {
         http: http.clone(),
         endpoints: settings.endpoints.clone(),
         rng: StdRng::seed_from_u64(seeds.gen()),
+        process: name.clone(),
         name,
         rec: rec.clone(),
     };
+    let events = followers::Log::default();
     let mut tasks = Vec::new();
     match settings.role {
         Role::Main => {
@@ -541,6 +592,40 @@ pub async fn run(settings: Settings) -> Result<usize, String> {
                 until,
             )));
             tasks.push(tokio::spawn(probe(client("probe".into()), until)));
+            for i in 0..settings.waiters {
+                tasks.push(tokio::spawn(waiters::waiter(
+                    client(format!("waiter-{i}")),
+                    until,
+                )));
+            }
+            if settings.waiters > 0 {
+                let watcher = client("delay-watcher".into());
+                tasks.push(tokio::spawn(waiters::delayer(
+                    client("delayer".into()),
+                    watcher,
+                    until,
+                )));
+            }
+            if settings.follow_events {
+                // A stream lives as long as the run: no whole-request timeout.
+                let streams = reqwest::Client::builder()
+                    .no_proxy()
+                    .connect_timeout(Duration::from_millis(300))
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                for endpoint in &settings.endpoints {
+                    for key in waiters::followed_keys() {
+                        tasks.push(tokio::spawn(followers::follow(
+                            streams.clone(),
+                            endpoint.clone(),
+                            key,
+                            rec.clone(),
+                            events.clone(),
+                            until,
+                        )));
+                    }
+                }
+            }
         }
         Role::Pausable => {
             tasks.push(tokio::spawn(pausable_holder(
@@ -565,5 +650,17 @@ pub async fn run(settings: Settings) -> Result<usize, String> {
         .out
         .join(format!("history-{}.jsonl", settings.role.name()));
     std::fs::write(file, text).map_err(|e| e.to_string())?;
+    let received = std::mem::take(&mut *events.lock_unpoisoned());
+    if !received.is_empty() {
+        let mut text = String::new();
+        for r in &received {
+            text.push_str(&serde_json::to_string(r).map_err(|e| e.to_string())?);
+            text.push('\n');
+        }
+        let file = settings
+            .out
+            .join(format!("events-{}.jsonl", settings.role.name()));
+        std::fs::write(file, text).map_err(|e| e.to_string())?;
+    }
     Ok(ops.len())
 }

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use crate::chaos::{check, history, leases, linearize, report, workload};
+use crate::chaos::{check, events, history, leases, linearize, queue, report, workload};
 
 /// Arguments of `baton chaos`.
 #[derive(Debug, Args)]
@@ -84,6 +84,8 @@ pub fn run(args: ChaosArgs) -> ExitCode {
                 mix_keys: 32,
                 fenced_holders: 3,
                 fenced_keys: 2,
+                waiters: 4,
+                follow_events: true,
                 negative_control,
                 out,
             };
@@ -128,9 +130,18 @@ fn check_dir(dir: &std::path::Path) -> ExitCode {
         .iter()
         .cloned()
         .partition(|v| v.rule == "minority_side_write");
+    let received = match events::read_dir(dir) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let abandoned = leases::check_abandoned_locks(&ops);
     let linear = linearize::check_linearizable(&ops);
-    let checks: [(&str, Vec<check::Violation>); 8] = [
+    let streams = events::check_events(&received, &ops);
+    let queued = queue::check_queue(&streams.reference, &ops);
+    let checks: [(&str, Vec<check::Violation>); 11] = [
         ("token order", check::check_token_order(&ops)),
         (
             "lease overlap (cluster time)",
@@ -142,23 +153,52 @@ fn check_dir(dir: &std::path::Path) -> ExitCode {
         ),
         ("abandoned locks freed", abandoned.violations.clone()),
         ("fenced resource", check::check_resource(&ops)),
+        ("lock-delay respected", check::check_lock_delay(&ops)),
+        ("queue order, deadlines, orphans", queued.violations.clone()),
+        (
+            "events gap-free, repeat-free, agree",
+            streams.violations.clone(),
+        ),
         ("linearizable per key", linear.violations.clone()),
         ("no minority-side writes", minority),
         ("replicas equal, no node panicked", nodes),
     ];
     let violations: Vec<&check::Violation> = checks.iter().flat_map(|(_, v)| v).collect();
     let mut by_outcome: BTreeMap<String, u64> = BTreeMap::new();
+    let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
     for op in &ops {
         *by_outcome
             .entry(format!("{:?}", op.outcome).to_lowercase())
             .or_default() += 1;
+        let kind = match (op.kind, op.wait_ms.is_some(), op.lock_delay_ms.is_some()) {
+            (history::OpKind::Acquire, true, _) => "waiting_acquire".to_string(),
+            (history::OpKind::Acquire, _, true) => "delayed_acquire".to_string(),
+            (kind, ..) => format!("{kind:?}").to_lowercase(),
+        };
+        *by_kind.entry(kind).or_default() += 1;
     }
+    let orphan_end = report::percentiles(&queued.orphan_end_after_ttl_ms);
     let failover = report::p50_max(&run.failover_ms);
     let freed = report::percentiles(&abandoned.freed_after_ms);
     let results = json!({
         "valid": violations.is_empty(),
         "ops": ops.len(),
         "ops_by_outcome": by_outcome,
+        "ops_by_kind": by_kind,
+        "queue": {
+            "queued": queued.queued,
+            "handoffs": queued.handoffs,
+            "wait_timeouts": queued.wait_timeouts,
+            "wait_cancels": queued.wait_cancels,
+            "orphan_grants": queued.orphan_grants,
+            "orphan_end_after_ttl_ms": orphan_end,
+        },
+        "events": {
+            "received": streams.received,
+            "followers": streams.followers,
+            "reconnects": streams.reconnects,
+            "resets": streams.resets,
+        },
         "faults": run.faults,
         "minority_side_writes": run.minority_side_writes,
         "failover_ms": failover.map(|(p50, max)| json!({"p50": p50, "max": max, "samples": run.failover_ms.len()})),
@@ -166,6 +206,7 @@ fn check_dir(dir: &std::path::Path) -> ExitCode {
             "keys_checked": linear.keys_checked,
             "ops_checked": linear.ops_checked,
             "inconclusive_keys": &linear.inconclusive_keys,
+            "keys_outside_model": &linear.keys_outside_model,
         },
         "abandoned_locks": {
             "freed_after_ttl_ms": freed,
@@ -185,7 +226,26 @@ fn check_dir(dir: &std::path::Path) -> ExitCode {
         return ExitCode::from(2);
     }
     println!("{} operations: {by_outcome:?}", ops.len());
+    println!("operations by kind: {by_kind:?}");
     println!("faults: {:?}", run.faults);
+    println!(
+        "queue: {} queued, {} handoffs, {} wait timeouts, {} wait cancels, {} orphan grants",
+        queued.queued,
+        queued.handoffs,
+        queued.wait_timeouts,
+        queued.wait_cancels,
+        queued.orphan_grants
+    );
+    if let Some(o) = &orphan_end {
+        println!(
+            "orphan grant ended after its TTL: p50 {} ms, p99 {} ms, max {} ms ({} samples)",
+            o.p50, o.p99, o.max, o.samples
+        );
+    }
+    println!(
+        "events: {} followers, {} reconnects, {} resets, received {:?}",
+        streams.followers, streams.reconnects, streams.resets, streams.received
+    );
     println!("minority-side writes: {}", run.minority_side_writes);
     if let Some((p50, max)) = failover {
         println!(
@@ -200,11 +260,12 @@ fn check_dir(dir: &std::path::Path) -> ExitCode {
         );
     }
     println!(
-        "linearizability: {} keys, {} operations checked, {} inconclusive {:?}",
+        "linearizability: {} keys, {} operations checked, {} inconclusive {:?}; left to the queue, lock-delay and event checks: {:?}",
         linear.keys_checked,
         linear.ops_checked,
         linear.inconclusive_keys.len(),
-        linear.inconclusive_keys
+        linear.inconclusive_keys,
+        linear.keys_outside_model
     );
     for v in &violations {
         println!("VIOLATION {}: {} (ops {:?})", v.rule, v.message, v.ops);

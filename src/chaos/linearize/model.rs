@@ -254,9 +254,8 @@ pub(super) fn classify(op: &Op, owners: &mut Owners) -> Option<(Effect, Option<u
     let error = op.error.as_deref();
     let ok = op.outcome == Outcome::Ok;
     let (effect, time) = match (op.kind, op.outcome, op.token) {
-        (OpKind::ResourceWrite, ..) | (OpKind::Read, Outcome::Unknown | Outcome::Fail, _) => {
-            return None
-        }
+        (OpKind::ResourceWrite | OpKind::Cancel, ..)
+        | (OpKind::Read, Outcome::Unknown | Outcome::Fail, _) => return None,
         (OpKind::Acquire, Outcome::Fail, _) if error == Some(LOCK_HELD) => {
             (Effect::Refused(owner, owners.seen(&op.holder)), None)
         }
