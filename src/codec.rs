@@ -103,4 +103,32 @@ mod tests {
         bytes.push(0);
         assert!(decode::<u64>(&bytes).is_err());
     }
+
+    /// Entries written before `AcquireExclusive` existed must decode as they were:
+    /// appending a variant keeps every older variant's number (postcard writes the
+    /// variant index as a varint, then the fields in order).
+    #[test]
+    fn commands_written_before_the_exclusive_acquire_still_decode() {
+        use crate::locks::{Command, Key, Owner};
+        let key = Key::parse("deploy").unwrap();
+        let owner = Owner::parse("ci").unwrap();
+        // Acquire = variant 0: key, owner, ttl_ms 1000 (varint e8 07), wait 0, delay 0, now 5.
+        let mut acquire = vec![0u8, 6];
+        acquire.extend(b"deploy");
+        acquire.extend([2, b'c', b'i', 0xe8, 0x07, 0, 0, 5]);
+        assert_eq!(
+            decode::<Command>(&acquire).unwrap(),
+            Command::acquire(key.clone(), owner.clone(), 1000, 5)
+        );
+        // RefreshLeases = variant 8, the last one before.
+        assert_eq!(
+            decode::<Command>(&[8, 9, 4]).unwrap(),
+            Command::refresh_leases(9, 4)
+        );
+        // The new variant takes the next number and round-trips.
+        let exclusive = Command::acquire_exclusive(key, owner, 1000, 5);
+        let bytes = encode(&exclusive).unwrap();
+        assert_eq!(bytes[0], 9);
+        assert_eq!(decode::<Command>(&bytes).unwrap(), exclusive);
+    }
 }

@@ -56,6 +56,16 @@ pub enum Command {
     /// when the leader took over, so a forward jump of the new leader's clock cannot
     /// expire leases that were live under the old leader.
     RefreshLeases { now_ms: u64, live_at_ms: u64 },
+    /// Take a free `key` for `owner` for `ttl_ms`, refusing any live holder — the same
+    /// owner too (Tracker's create: two pipelines that both call themselves `owner` must
+    /// not both hold the key). Never waits and sets no lock-delay. Appended last so that
+    /// entries written before it existed still decode (postcard numbers variants).
+    AcquireExclusive {
+        key: Key,
+        owner: Owner,
+        ttl_ms: u64,
+        now_ms: u64,
+    },
 }
 
 impl Command {
@@ -71,6 +81,16 @@ impl Command {
             ttl_ms: options.ttl_ms,
             wait_ms: options.wait_ms,
             lock_delay_ms: options.lock_delay_ms,
+            now_ms,
+        }
+    }
+
+    /// An acquire that refuses any live holder, the same owner included.
+    pub fn acquire_exclusive(key: Key, owner: Owner, ttl_ms: u64, now_ms: u64) -> Command {
+        Command::AcquireExclusive {
+            key,
+            owner,
+            ttl_ms,
             now_ms,
         }
     }
@@ -128,7 +148,8 @@ impl Command {
             | Command::CancelWait { now_ms, .. }
             | Command::Handoff { now_ms, .. }
             | Command::Sweep { now_ms }
-            | Command::RefreshLeases { now_ms, .. } => *now_ms,
+            | Command::RefreshLeases { now_ms, .. }
+            | Command::AcquireExclusive { now_ms, .. } => *now_ms,
         }
     }
 
@@ -141,7 +162,8 @@ impl Command {
             | Command::ReleaseByOwner { key, .. }
             | Command::ForceRelease { key, .. }
             | Command::CancelWait { key, .. }
-            | Command::Handoff { key, .. } => Some(key),
+            | Command::Handoff { key, .. }
+            | Command::AcquireExclusive { key, .. } => Some(key),
             Command::Sweep { .. } | Command::RefreshLeases { .. } => None,
         }
     }
@@ -158,6 +180,7 @@ impl Command {
             Command::Handoff { .. } => "handoff",
             Command::Sweep { .. } => "sweep",
             Command::RefreshLeases { .. } => "refresh_leases",
+            Command::AcquireExclusive { .. } => "acquire_exclusive",
         }
     }
 }

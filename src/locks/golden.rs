@@ -5,9 +5,10 @@
 //! `acquire KEY owner=O ttl=T [wait=W] [delay=D] now=N`, `renew KEY token=T [ttl=T] now=N`,
 //! `release KEY token=T now=N`, `release_by_owner KEY owner=O now=N`,
 //! `force_release KEY now=N`, `cancel_wait KEY owner=O [reason=timeout|disconnected] now=N`,
-//! `handoff KEY now=N`, `sweep now=N`, `refresh live_at=L now=N` (apply; each prints its
-//! reply, the changed keys and its events, indented);
-//! `get KEY now=N`, `list [prefix=P] [after=K] [limit=L] now=N`,
+//! `handoff KEY now=N`, `sweep now=N`, `refresh live_at=L now=N`,
+//! `acquire_exclusive KEY owner=O ttl=T now=N` (apply; each prints its reply, the changed
+//! keys and its events, indented);
+//! `get KEY now=N`, `by_token token=T now=N`, `live now=N`, `list [prefix=P] [after=K] [limit=L] now=N`,
 //! `validate KEY token=T now=N`, `handoffs now=N`, `next_sweep`, `dump` (queries).
 //! Regenerate with `UPDATE_GOLDENFILES=1 cargo test --release` and review the diff.
 
@@ -129,6 +130,29 @@ impl goldenscript::Runner for TableRunner {
                     lock_delay_ms: args.lookup_parse("delay")?.unwrap_or(0),
                 };
                 Some(Command::acquire_with(key, owner, options, now(&mut args)?))
+            }
+            "acquire_exclusive" => {
+                let key = key(&mut args)?;
+                let owner = Owner::parse(
+                    args.lookup("owner")
+                        .ok_or("owner= not given")?
+                        .value
+                        .as_str(),
+                )?;
+                let ttl = args.lookup_parse("ttl")?.ok_or("ttl= not given")?;
+                Some(Command::acquire_exclusive(key, owner, ttl, now(&mut args)?))
+            }
+            "by_token" => {
+                let token = Token(args.lookup_parse("token")?.ok_or("token= not given")?);
+                match self.table.get_by_token(token, now(&mut args)?) {
+                    Some(g) => writeln!(out, "{}", fmt_grant(g))?,
+                    None => writeln!(out, "token {token}: none")?,
+                }
+                None
+            }
+            "live" => {
+                writeln!(out, "live={}", self.table.live_count(now(&mut args)?))?;
+                None
             }
             "renew" => {
                 let key = key(&mut args)?;
@@ -287,6 +311,7 @@ macro_rules! golden_scripts {
 
 golden_scripts! {
     acquire_held,
+    acquire_exclusive,
     acquire_idempotent,
     acquire_release,
     cancel_wait,

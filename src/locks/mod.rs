@@ -35,6 +35,15 @@
 //! Every command can be retried after a lost reply: acquire by the same owner returns
 //! the same grant (lease extended), renew by token extends again, release by token
 //! answers `released: false` once the lock is gone.
+//! [`Command::AcquireExclusive`] is the exception: it refuses a live holder even when it
+//! is the same owner (Tracker's non-re-entrant create), so a retry of one whose reply
+//! was lost is refused by its own grant. The caller resolves that (the Tracker compat
+//! API recognises its own grant by owner and stamped `acquired_at_ms`).
+//!
+//! # Lookup by token
+//! The table keeps a token -> key index of every stored holder, derived like the expiry
+//! index (never stored, rebuilt from the key states at start-up and on snapshot
+//! install), so a grant can be found by its token alone.
 //!
 //! # Promotion
 //! A new leader commits [`Command::RefreshLeases`], which extends every lease that was

@@ -24,7 +24,7 @@ struct Step {
 
 fn step() -> impl Strategy<Value = Step> {
     (
-        (0u8..12, 0..KEYS.len(), 0..OWNERS.len()),
+        (0u8..13, 0..KEYS.len(), 0..OWNERS.len()),
         (
             1u64..2_000,
             prop_oneof![1 => Just(0u64), 2 => 1u64..3_000],
@@ -83,6 +83,7 @@ fn commands(steps: &[Step]) -> Vec<Command> {
                 ),
                 8 | 9 => Command::handoff(key, at),
                 10 => Command::sweep(at),
+                12 => Command::acquire_exclusive(key, owner, s.ttl, at),
                 _ => Command::refresh_leases(at, at.saturating_sub(s.lag)),
             }
         })

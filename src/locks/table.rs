@@ -47,16 +47,22 @@ pub struct TableSnapshot {
     pub keys: Vec<KeyState>,
 }
 
-/// Every stored key, with an expiry index, the keys that have waiters or a lock-delay,
-/// and the table's clock.
+/// Every stored key, with an expiry index, a token index, the keys that have waiters or
+/// a lock-delay, and the table's clock.
 ///
 /// Invariants: `expiry` holds exactly one `(expires_at_ms, key)` per stored holder;
+/// `tokens` maps exactly every stored holder's token to its key (tokens are unique: each
+/// is the index of the entry that granted it);
 /// `pending` holds exactly the keys with waiters or a lock-delay set; no stored key is
 /// idle (no holder, no waiters, no delay).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LockTable {
     keys: BTreeMap<Key, KeyState>,
     expiry: BTreeSet<(u64, Key)>,
+    /// Token -> key of every stored holder, for lookups by token alone (the Tracker
+    /// compat API's lock ids). Derived like `expiry`: never stored, rebuilt by
+    /// [`LockTable::from_parts`] at start-up and on snapshot install.
+    tokens: BTreeMap<Token, Key>,
     pending: BTreeSet<Key>,
     /// Highest `now_ms` applied: state-machine time never goes backwards.
     now_ms: u64,
@@ -222,6 +228,13 @@ impl LockTable {
                     .flatten();
                 Reply::HandedOff { granted }
             }
+            Command::AcquireExclusive { owner, ttl_ms, .. } => {
+                self.settle(st, step, Grants::Allowed);
+                match st.holder.as_ref() {
+                    Some(h) => Reply::Refused(LockError::Held { holder: h.clone() }),
+                    None => acquire(st, owner, AcquireOptions::ttl(*ttl_ms), step),
+                }
+            }
             // Table-wide commands are applied by `apply` itself.
             Command::Sweep { .. } | Command::RefreshLeases { .. } => Reply::Nothing,
         }
@@ -337,6 +350,7 @@ impl LockTable {
             Some(st) => {
                 if let Some(h) = &st.holder {
                     self.expiry.remove(&(h.expires_at_ms, key.clone()));
+                    self.tokens.remove(&h.token);
                 }
                 self.pending.remove(key);
                 st
@@ -352,6 +366,7 @@ impl LockTable {
         }
         if let Some(h) = &st.holder {
             self.expiry.insert((h.expires_at_ms, st.key.clone()));
+            self.tokens.insert(h.token, st.key.clone());
         }
         if !st.waiters.is_empty() || st.delay_until_ms > 0 {
             self.pending.insert(st.key.clone());
@@ -382,6 +397,23 @@ impl LockTable {
     /// The live grant of `key` at cluster time `now_ms`.
     pub fn get(&self, key: &Key, now_ms: u64) -> Option<&Grant> {
         self.keys.get(key).and_then(|st| st.live_holder(now_ms))
+    }
+
+    /// The live grant whose token is `token` at cluster time `now_ms`, whatever its key.
+    pub fn get_by_token(&self, token: Token, now_ms: u64) -> Option<&Grant> {
+        let key = self.tokens.get(&token)?;
+        self.get(key, now_ms).filter(|g| g.token == token)
+    }
+
+    /// Number of live grants at `now_ms` (walks the expiry index from the first lease
+    /// still running: cheap when few leases are expired and not yet swept).
+    pub fn live_count(&self, now_ms: u64) -> usize {
+        let expired = self
+            .expiry
+            .iter()
+            .take_while(|(expires_at, _)| *expires_at <= now_ms)
+            .count();
+        self.expiry.len() - expired
     }
 
     /// Number of waiters of `key` still waiting at `now_ms`.
@@ -507,6 +539,9 @@ impl LockTable {
             .map(|g| (g.expires_at_ms, g.key.clone()))
             .collect();
         assert_eq!(self.expiry, expiry, "expiry index out of sync");
+        let tokens: BTreeMap<Token, Key> =
+            self.grants().map(|g| (g.token, g.key.clone())).collect();
+        assert_eq!(self.tokens, tokens, "token index out of sync");
         let pending: BTreeSet<Key> = self
             .states()
             .filter(|st| !st.waiters.is_empty() || st.delay_until_ms > 0)
