@@ -39,9 +39,8 @@ export class MemoryLocks implements LockService {
 
   async acquire(key: string, options: AcquireOptions): Promise<Granted> {
     check(key, options.owner, options.ttlMs);
-    const sentAt = this.clock.now();
     const ttlMs = options.ttlMs ?? MEMORY_DEFAULT_TTL_MS;
-    const waitUntil = sentAt + Math.max(0, options.waitMs ?? 0);
+    const waitUntil = this.clock.now() + Math.max(0, options.waitMs ?? 0);
     for (;;) {
       options.signal?.throwIfAborted();
       const now = this.clock.now();
@@ -51,7 +50,9 @@ export class MemoryLocks implements LockService {
           ? { ...held, renewedAt: now, expiresAt: now + ttlMs, ttlMs }
           : { owner: options.owner, token: ++this.#lastToken, acquiredAt: now, renewedAt: now, expiresAt: now + ttlMs, ttlMs };
         this.#locks.set(key, grant);
-        return { lease: lease(key, grant), sentAt };
+        // In process the lease starts when it is granted: after a wait that is later than
+        // the call, and counting from the call would shorten the safe deadline by the wait.
+        return { lease: lease(key, grant), sentAt: now };
       }
       if (now >= waitUntil) {
         if (options.waitMs) throw new WaitTimeoutError(`the wait for ${key} ran out after ${options.waitMs} ms`);

@@ -113,3 +113,18 @@ test('withLock rejects with LockLostError as soon as the lock is lost, without w
   assert.ok(err instanceof LockLostError, String(err));
   assert.equal(signalled, true);
 });
+
+test('a grant after a wait counts its safe deadline from the grant, not from the call', async () => {
+  const clock = new FakeClock(0);
+  const locks = new MemoryLocks(clock);
+  const first = await locks.acquire('q', { owner: 'a', ttlMs: 1_000 });
+  const waiting = locks.acquire('q', { owner: 'b', ttlMs: 3_000, waitMs: 5_000 });
+  await clock.advance(500);
+  await locks.release('q', first.lease.token);
+  await clock.advance(10);
+  const granted = await waiting;
+  assert.ok(granted.sentAt >= 500, `sentAt ${granted.sentAt}`);
+  const handle = new LockHandle(locks, 'b', granted);
+  assert.ok(handle.safeUntil >= 500 + 2_400);
+  await handle.release();
+});
