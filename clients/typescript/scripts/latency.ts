@@ -4,7 +4,9 @@
  * loopback ports (the integration tests' `TestCluster`; needs the built `baton`).
  *
  * Both clients talk to the leader only, one cycle at a time: acquire (ttl 30 s) then
- * release by token. The Rust side is `scripts/rust-latency` (built with cargo into
+ * release by token. They take turns for `ROUNDS` rounds (a first run right after the
+ * cluster starts is slower, and a busy machine drifts), and each prints its figures over
+ * all rounds, with each round's median. The Rust side is `scripts/rust-latency` (built with cargo into
  * `$CARGO_TARGET_DIR`, or given as `RUST_LATENCY_BIN`); without cargo only Node is measured.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -19,6 +21,8 @@ import { TestCluster } from '../test/integration/cluster.js';
 /** Cycles run before measuring (connection set-up, JIT). */
 const WARMUP = 50;
 const DEFAULT_ITERATIONS = 1_000;
+/** Turns each client takes. */
+const ROUNDS = 3;
 
 const packageRoot = fileURLToPath(new URL('../../', import.meta.url));
 const repoRoot = resolve(packageRoot, '../..');
@@ -48,16 +52,34 @@ async function main(): Promise<void> {
   try {
     const leader = cluster.node(await cluster.leader()).api;
     const client = new BatonClient({ endpoints: [leader] });
-    const samples: number[] = [];
-    for (let i = 0; i < WARMUP + iterations; i++) {
-      const started = performance.now();
-      const { lease } = await client.acquire('latency-node', { owner: 'node-latency', ttlMs: 30_000 });
-      await client.release('latency-node', lease.token);
-      if (i >= WARMUP) samples.push(performance.now() - started);
+    const node: number[] = [];
+    const nodeRounds: number[] = [];
+    const rustRounds: Array<Record<string, number>> = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      const samples: number[] = [];
+      for (let i = 0; i < WARMUP + iterations; i++) {
+        const started = performance.now();
+        const { lease } = await client.acquire('latency-node', { owner: 'node-latency', ttlMs: 30_000 });
+        await client.release('latency-node', lease.token);
+        if (i >= WARMUP) samples.push(performance.now() - started);
+      }
+      node.push(...samples);
+      nodeRounds.push(summary(samples).p50_ms);
+      if (rust) rustRounds.push(JSON.parse(execFileSync(rust, [leader, String(iterations)], { encoding: 'utf8' })));
     }
-    console.log(JSON.stringify({ client: 'node', node: process.version, ...summary(samples) }));
+    console.log(JSON.stringify({ client: 'node', node: process.version, ...summary(node), round_p50_ms: nodeRounds }));
     if (rust) {
-      process.stdout.write(execFileSync(rust, [leader, String(iterations)], { encoding: 'utf8' }));
+      const mean = (k: string) => Math.round((rustRounds.reduce((a, r) => a + r[k]!, 0) / rustRounds.length) * 1000) / 1000;
+      console.log(
+        JSON.stringify({
+          client: 'rust',
+          iterations: rustRounds.reduce((a, r) => a + r.iterations!, 0),
+          mean_ms: mean('mean_ms'),
+          p50_ms_mean_of_rounds: mean('p50_ms'),
+          p99_ms_mean_of_rounds: mean('p99_ms'),
+          round_p50_ms: rustRounds.map((r) => r.p50_ms),
+        }),
+      );
     } else {
       console.log('{"client":"rust","skipped":"cargo build of scripts/rust-latency failed"}');
     }
