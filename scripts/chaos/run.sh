@@ -107,7 +107,7 @@ if [[ $MODE == netns ]]; then netns_up; disks_up; fi
     printf '[[nodes]]\nid = %s\napi = "%s"\nraft = "%s"\ndata_dir = "%s/n%s"\n\n' \
       "$id" "${API[$id]}" "$RAFT" "$OUT" "$id"
   done
-  printf '[raft]\nheartbeat_interval_ms = 50\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\nsweep_interval_ms = 100\nsnapshot_after_entries = 5000\nsecret = "chaos"\n\n'
+  printf '[raft]\nheartbeat_interval_ms = 50\nelection_timeout_min_ms = 200\nelection_timeout_max_ms = 400\nsweep_interval_ms = 100\nsnapshot_after_entries = 5000\nsecret = "chaos"\n\n'
   printf '[lease]\nmin_ttl_ms = 100\n\n[api]\nrequest_timeout_ms = 2000\nleader_wait_ms = 1000\n'
 } >"$OUT/cluster.toml"
 if [[ $MODE == netns ]]; then RESOURCE="127.0.0.1:7900"; else free_port; RESOURCE="127.0.0.1:$PORT"; fi

@@ -95,6 +95,9 @@ pub struct Op {
     /// A cancel found the owner in the queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub was_queued: Option<bool>,
+    /// The `detail` of a problem answer (why a node refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// A lock holder as a read or a refusal reported it.
@@ -141,6 +144,7 @@ impl Op {
             available_at_ms: None,
             reason: None,
             was_queued: None,
+            detail: None,
         }
     }
 }

@@ -37,7 +37,7 @@ use super::leases::{probe_successes, unavailable_ms};
 pub const ORPHAN_SLACK_MS: u64 = 1_000;
 /// A probe gap this long may hide a leader change (the chaos config's minimum election
 /// timeout), and so one lease refresh.
-const OUTAGE_MS: u64 = 300;
+const OUTAGE_MS: u64 = 200;
 
 /// What [`check_queue`] measured.
 #[derive(Debug, Default)]

@@ -126,8 +126,15 @@ pub fn build(dir: &Path, ops: &[Op]) -> Result<RunReport, String> {
             .filter(|f| LEADER_FAULTS.contains(&f.kind.as_str()))
         {
             let at = f.at_wall_ms.saturating_sub(start.start_wall_ms);
-            if let Some(p) = probes.iter().find(|p| p.invoke_ms >= at) {
-                report.failover_ms.push(p.complete_ms.saturating_sub(at));
+            // The first success of the probes sent after the fault: probes overlap, so the
+            // first one sent is not always the first one through.
+            if let Some(done) = probes
+                .iter()
+                .filter(|p| p.invoke_ms >= at)
+                .map(|p| p.complete_ms)
+                .min()
+            {
+                report.failover_ms.push(done.saturating_sub(at));
             }
         }
     }
@@ -284,8 +291,10 @@ mod tests {
                 Outcome::Ok,
             )
         };
-        let r = build(dir.path(), &[probe(1900, 1905), probe(3600, 3610)]).unwrap();
-        assert_eq!(r.failover_ms, vec![1610]);
+        // The probe sent first after the fault hung; a later one got through first.
+        let ops = [probe(1900, 1905), probe(3600, 6600), probe(3650, 3700)];
+        let r = build(dir.path(), &ops).unwrap();
+        assert_eq!(r.failover_ms, vec![1700]);
         assert_eq!(r.faults.get("kill_leader"), Some(&1));
         assert_eq!(r.faults.get("kill_follower"), Some(&1));
     }

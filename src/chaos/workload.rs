@@ -11,8 +11,8 @@
 //!   with SIGSTOP for longer than its lease;
 //! - the **abandoner** takes `abandon-*` keys and walks away; a **watcher** polls until
 //!   it gets them, which measures how soon an abandoned lock is free;
-//! - a **probe** does acquire + release on one key at about 20 Hz, to measure
-//!   unavailability.
+//! - a **probe** starts an acquire + release at about 20 Hz on one of a few `probe-*`
+//!   keys, without waiting for the previous one, to measure unavailability.
 //!
 //! Outcomes: 200 → `ok`; 409/4xx or `NO_LEADER` or a refused connection → `fail` (it did
 //! not happen); a timeout, a dropped connection after sending, or `OUTCOME_UNKNOWN` →
@@ -21,6 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -281,6 +282,10 @@ impl Client {
             _ => None,
         };
         op.error = a.error.clone();
+        // Why a node said no (e.g. a NO_LEADER's quorum account): for reading a report.
+        if !ok {
+            op.detail = Problem::deserialize(&a.body).ok().map(|p| p.detail);
+        }
         op.endpoint = Some(a.endpoint.clone());
         op
     }
@@ -498,15 +503,39 @@ async fn abandoner(mut c: Client, mut watcher: Client, until: Instant) {
     }
 }
 
+/// Probes in flight at most; each has its own key (`probe-N`), so that each key's history
+/// stays sequential.
+const PROBE_SLOTS: usize = 8;
+
+/// Starts an acquire + release every [`PROBE_PERIOD`] on a free slot, without waiting for
+/// the previous one: a probe stuck on a paused or cut-off node (until its request times
+/// out) must not hide the writes that already succeed elsewhere, or the failover figure
+/// measures the probe's timeout instead of the cluster.
 async fn probe(mut c: Client, until: Instant) {
     let mut ticker = tokio::time::interval(PROBE_PERIOD);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let busy: Vec<Arc<AtomicBool>> = (0..PROBE_SLOTS).map(|_| Arc::default()).collect();
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut next = 0;
     while Instant::now() < until {
         ticker.tick().await;
-        if let Some(token) = c.acquire("probe", MIX_TTL_MS).await {
-            c.release("probe", token).await;
-        }
+        while in_flight.try_join_next().is_some() {}
+        let free = (0..PROBE_SLOTS)
+            .map(|i| (next + i) % PROBE_SLOTS)
+            .find(|&s| !busy[s].load(Ordering::Acquire));
+        let Some(slot) = free else { continue };
+        next = slot + 1;
+        busy[slot].store(true, Ordering::Release);
+        let (mut client, done) = (c.fork(), busy[slot].clone());
+        in_flight.spawn(async move {
+            let key = format!("probe-{slot}");
+            if let Some(token) = client.acquire(&key, MIX_TTL_MS).await {
+                client.release(&key, token).await;
+            }
+            done.store(false, Ordering::Release);
+        });
     }
+    while in_flight.join_next().await.is_some() {}
 }
 
 impl Client {
