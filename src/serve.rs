@@ -16,6 +16,8 @@
 //! - **Body read timeout.** A request body must arrive within
 //!   [`ServeLimits::body_read_timeout`]; the handler sees a body error (answered 400).
 //! - **Bounded header buffer** ([`MAX_HEADER_BUFFER_BYTES`]) per connection.
+//! - **Every answer is problem+json**, also hyper's own to a request head it cannot
+//!   parse (module `automatic`).
 //! - **Accept errors are never fatal.** `EMFILE` and friends are logged (once per
 //!   [`ACCEPT_ERROR_LOG_INTERVAL`]) and the loop goes on after a short pause.
 //!
@@ -144,8 +146,12 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(MAX_HEADER_BUFFER_BYTES)
+        // The buffer limit is checked only between reads (a head could grow to about
+        // twice it); this one is exact.
+        .max_header_size(MAX_HEADER_BUFFER_BYTES)
         .keep_alive(true);
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    let io = TokioIo::new(automatic::ProblemAnswers::new(stream));
+    let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     // Run until done, or until asked to close (evicted, or the server stops); a close
     // lets the request in flight finish.
@@ -419,5 +425,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+mod automatic;
 #[cfg(test)]
 mod tests;

@@ -347,6 +347,7 @@ fn bad_inputs(token: u64) -> Vec<Case> {
         // ... admin paths.
         case("POST /v1/cluster/nodes/abc/allow-rejoin", "", 400, REQ),
         case("POST /v1/cluster/nodes/9/allow-rejoin", "", 400, REQ),
+        case("POST /v1/cluster/nodes/%FF/allow-rejoin", "", 400, REQ),
         // ... unknown endpoints (404) and methods (405).
         case("GET /v1/nope", "", 404, REQ),
         case("GET /v1/locks/k/nope", "", 404, REQ),

@@ -8,6 +8,7 @@ use axum::Json;
 use serde::Serialize;
 use serde_json::json;
 
+use super::extract::PathText;
 use super::problem::ApiError;
 use super::App;
 use crate::node::{ClusterStatus, PeerStatus};
@@ -56,7 +57,7 @@ pub async fn cluster(State(app): State<App>) -> Json<ClusterView> {
 /// [`crate::node::Node::allow_rejoin`]).
 pub async fn allow_rejoin(
     State(app): State<App>,
-    axum::extract::Path(raw): axum::extract::Path<String>,
+    PathText(raw): PathText,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id: crate::NodeId = raw
         .parse()

@@ -56,6 +56,21 @@ impl<S: Send + Sync> FromRequestParts<S> for LockKey {
     }
 }
 
+/// A single path parameter as text (a segment that is not UTF-8 once percent-decoded is
+/// an `INVALID_REQUEST` problem, not axum's plain-text rejection).
+pub struct PathText(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathText {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(raw)| PathText(raw))
+            .map_err(|e: PathRejection| ApiError::InvalidRequest(e.body_text()))
+    }
+}
+
 /// A query string; unknown parameters and bad values are rejected.
 pub struct ApiQuery<T>(pub T);
 

@@ -23,6 +23,15 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The request target is longer than the server reads (414, hyper's limit).
+    #[error("{0}")]
+    UriTooLong(String),
+    /// The request head is larger than the server buffers (431).
+    #[error("{0}")]
+    HeaderTooLarge(String),
+    /// A Raft RPC without the right cluster secret (401, the Raft listener only).
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("{detail}")]
     LockHeld { detail: String, holder: Box<Lease> },
     /// Nobody holds the key, but a lock-delay or the queue keeps it from a non-waiting
@@ -71,6 +80,13 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "Payload too large",
             ),
+            UriTooLong(_) => (C::InvalidRequest, StatusCode::URI_TOO_LONG, "URI too long"),
+            HeaderTooLarge(_) => (
+                C::InvalidRequest,
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "Request header too large",
+            ),
+            Unauthorized(_) => (C::Unauthorized, StatusCode::UNAUTHORIZED, "Unauthorized"),
             LockHeld { .. } => (C::LockHeld, StatusCode::CONFLICT, "Lock is held"),
             LockUnavailable { .. } => (C::LockHeld, StatusCode::CONFLICT, "Lock is not available"),
             WaitTimeout(_) => (C::WaitTimeout, StatusCode::CONFLICT, "Wait timed out"),
@@ -123,18 +139,26 @@ impl From<NodeError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The status and the problem body of this error.
+    pub fn to_problem(&self) -> (StatusCode, Problem) {
         let (code, status, title) = self.parts();
         let mut body = Problem::new(code, status.as_u16(), title, self.to_string());
-        match &self {
+        match self {
             ApiError::LockHeld { holder, .. } => body.holder = Some(holder.as_ref().clone()),
             ApiError::LockUnavailable { available_at, .. } => {
                 body.available_at.clone_from(available_at)
             }
             _ => {}
         }
-        let code = code.as_str();
+        (status, body)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.to_problem();
+        let code = body.code.as_str();
         match status {
             StatusCode::INTERNAL_SERVER_ERROR => {
                 tracing::error!(code, detail = %self, "request failed")

@@ -219,6 +219,59 @@ async fn a_stalled_body_is_answered_at_the_body_timeout() {
     assert_eq!(status, 400);
 }
 
+/// Sends `request` and returns the answer's status, content-type and problem `code`.
+async fn automatic_answer(server: &Server, request: &[u8]) -> (u16, String, String) {
+    let mut s = TcpStream::connect(server.addr).await.expect("connect");
+    // The server may answer and close before it has read everything: ignore the error.
+    let _ = s.write_all(request).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(PROMPTLY, s.read_to_end(&mut buf))
+        .await
+        .expect("the server answers and closes");
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a full answer");
+    let content_type = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-type: "))
+        .unwrap_or_default();
+    let problem: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+    (
+        head[9..12].parse().expect("status"),
+        content_type.to_string(),
+        problem["code"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn requests_hyper_cannot_parse_are_answered_with_problems() {
+    let server = start(limits(8)).await;
+    let long_header = format!(
+        "GET /fast HTTP/1.1\r\nhost: test\r\nx-long: {}\r\n\r\n",
+        "a".repeat(MAX_HEADER_BUFFER_BYTES + 1)
+    );
+    let long_target = format!(
+        "GET /{} HTTP/1.1\r\nhost: test\r\n\r\n",
+        "a".repeat(MAX_HEADER_BUFFER_BYTES)
+    );
+    let cases: [(&[u8], &[u16]); 4] = [
+        (b"NOT A REQUEST\r\n\r\n", &[400]),
+        (b"GET /fast HTTP/1.1\r\nbad header line\r\n\r\n", &[400]),
+        (long_header.as_bytes(), &[431]),
+        // hyper's target limit and the head limit are about the same size.
+        (long_target.as_bytes(), &[414, 431]),
+    ];
+    for (request, statuses) in cases {
+        let (status, content_type, code) = automatic_answer(&server, request).await;
+        assert!(statuses.contains(&status), "{status}");
+        assert_eq!(content_type, "application/problem+json");
+        assert_eq!(code, "INVALID_REQUEST");
+    }
+    // And the server goes on serving.
+    let mut s = TcpStream::connect(server.addr).await.expect("connect");
+    assert_eq!(exchange(&mut s, &get_request("/fast")).await.0, 200);
+}
+
 #[tokio::test]
 async fn shutdown_closes_idle_connections_and_returns() {
     let mut server = start(limits(8)).await;

@@ -37,6 +37,8 @@ pub enum ErrorCode {
     TooManyConnections,
     /// A bug or a stopped node (500).
     Internal,
+    /// A request to the peer-only Raft listener without the right cluster secret (401).
+    Unauthorized,
     /// Never sent by a node: what a client makes of a code it does not know (a newer
     /// server) or of an error answer without one (a proxy in between).
     #[default]
@@ -46,7 +48,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code a node sends, in the README's order.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::InvalidKey,
         ErrorCode::InvalidRequest,
         ErrorCode::PayloadTooLarge,
@@ -59,6 +61,7 @@ impl ErrorCode {
         ErrorCode::OutcomeUnknown,
         ErrorCode::TooManyConnections,
         ErrorCode::Internal,
+        ErrorCode::Unauthorized,
     ];
 
     /// The code as it appears on the wire.
@@ -76,6 +79,7 @@ impl ErrorCode {
             ErrorCode::OutcomeUnknown => "OUTCOME_UNKNOWN",
             ErrorCode::TooManyConnections => "TOO_MANY_CONNECTIONS",
             ErrorCode::Internal => "INTERNAL",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::Unknown => "UNKNOWN",
         }
     }
