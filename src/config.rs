@@ -27,6 +27,13 @@ pub const MAX_BODY_BYTES_BOUND: usize = 16 << 20;
 /// Upper bound of `api.max_connections` and `raft.max_connections` (no process gets
 /// more descriptors than this on a default Linux `fs.nr_open`).
 pub const MAX_CONNECTIONS_BOUND: usize = 1 << 20;
+/// Upper bound of `raft.max_message_bytes`.
+pub const MAX_MESSAGE_BYTES_BOUND: u64 = 1 << 30;
+/// Upper bound of `raft.max_snapshot_bytes` (a snapshot is held in memory to install).
+pub const MAX_SNAPSHOT_BYTES_BOUND: u64 = 16 << 30;
+/// Smallest `raft.max_message_bytes` and `raft.max_snapshot_bytes` (one empty
+/// snapshot or a heartbeat is far smaller; anything less could not carry an entry).
+pub const MIN_RAFT_BODY_BYTES: u64 = 64 << 10;
 /// Upper bound of `lease.max_ttl_ms` (one year): cluster time plus a TTL stays far from
 /// `u64::MAX`.
 pub const MAX_TTL_MS_BOUND: u64 = 365 * 86_400_000;
@@ -104,6 +111,12 @@ pub struct RaftConfig {
     /// Connections the Raft listener keeps open at once (peers use a few each); at the
     /// cap the longest-idle one is closed (see `serve`).
     pub max_connections: usize,
+    /// Largest body of a Raft RPC other than a snapshot (append entries, vote, ...), in
+    /// bytes; a larger one is refused (413) before it is read.
+    pub max_message_bytes: u64,
+    /// Largest snapshot a node accepts from its leader, in bytes (as announced by the
+    /// request's `content-length`); a larger one is refused (413) before it is read.
+    pub max_snapshot_bytes: u64,
 }
 
 impl Default for RaftConfig {
@@ -117,6 +130,8 @@ impl Default for RaftConfig {
             sweep_interval_ms: 250,
             secret: "baton-local-dev-secret".to_string(),
             max_connections: 64,
+            max_message_bytes: 64 << 20,
+            max_snapshot_bytes: 1 << 30,
         }
     }
 }
@@ -359,9 +374,29 @@ impl Config {
                 r.max_connections as u64,
                 MAX_CONNECTIONS_BOUND as u64,
             ),
+            (
+                "raft.max_message_bytes",
+                r.max_message_bytes,
+                MAX_MESSAGE_BYTES_BOUND,
+            ),
+            (
+                "raft.max_snapshot_bytes",
+                r.max_snapshot_bytes,
+                MAX_SNAPSHOT_BYTES_BOUND,
+            ),
         ] {
             if value > max {
                 return bad(format!("{key} {value} is above the maximum {max}"));
+            }
+        }
+        for (key, value) in [
+            ("raft.max_message_bytes", r.max_message_bytes),
+            ("raft.max_snapshot_bytes", r.max_snapshot_bytes),
+        ] {
+            if value < MIN_RAFT_BODY_BYTES {
+                return bad(format!(
+                    "{key} {value} is below the minimum {MIN_RAFT_BODY_BYTES}"
+                ));
             }
         }
         if a.header_read_timeout_ms == 0 || a.body_read_timeout_ms == 0 {
@@ -478,6 +513,10 @@ data_dir = "d2"
     #[test_case::test_case("secret = \"s3cret\\n\"", "raft.secret" ; "trailing newline")]
     #[test_case::test_case("secret = \"s3\\u0007cret\"", "raft.secret" ; "control character inside")]
     #[test_case::test_case("max_connections = 1048577", "raft.max_connections" ; "raft connections above bound")]
+    #[test_case::test_case("max_message_bytes = 1073741825", "raft.max_message_bytes" ; "message above bound")]
+    #[test_case::test_case("max_message_bytes = 1000", "raft.max_message_bytes" ; "message below minimum")]
+    #[test_case::test_case("max_snapshot_bytes = 17179869185", "raft.max_snapshot_bytes" ; "snapshot above bound")]
+    #[test_case::test_case("max_snapshot_bytes = 0", "raft.max_snapshot_bytes" ; "snapshot zero")]
     fn bad_raft_values_are_rejected(line: &str, key: &str) {
         let err = with(&format!("[raft]\n{line}")).unwrap_err().to_string();
         assert!(err.contains(key), "{err}");

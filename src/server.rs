@@ -116,7 +116,12 @@ pub async fn run(
         )
         .instrument(span.clone()),
     );
-    let peers = rpc_server::router(node.raft().clone(), &node.config().raft.secret);
+    let raft_config = &node.config().raft;
+    let peers = rpc_server::router(
+        node.raft().clone(),
+        &raft_config.secret,
+        rpc_server::BodyLimits::of(raft_config),
+    );
     let raft_server = tokio::spawn(
         http::serve(
             listeners.raft,

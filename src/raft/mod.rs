@@ -20,7 +20,8 @@
 //!   followers, and the log behind it is purged.
 //! - Any RocksDB error is returned to openraft as a storage error, which stops Raft on
 //!   this node; `node` then exits the process (fail-stop). Nothing is acknowledged after
-//!   an I/O error.
+//!   an I/O error. One exception, because nothing is at stake: a snapshot build that
+//!   runs out of file descriptors is retried (see [`snapshot`]).
 //!
 //! # Caveats
 //! - The lock table is held in memory in full (it is also the read path); RocksDB holds

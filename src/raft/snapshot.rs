@@ -9,11 +9,21 @@
 //! The newest snapshot is kept as one file, `snapshot-<index>.bin` in the node's snapshot
 //! directory, written to a temporary name, synced and renamed, so a crash never leaves a
 //! torn snapshot behind; older files are removed once the new one is in place.
+//!
+//! A build that runs out of file descriptors (`EMFILE`/`ENFILE`, from RocksDB opening a
+//! table file or from the snapshot file itself) is retried with backoff instead of
+//! failing: a failed build is a storage error, which stops Raft on this node
+//! (fail-stop), and nothing is at stake in a build — it reads a consistent view and
+//! publishes nothing until its file is complete and synced. Descriptors come back when
+//! connections close; the next attempt starts over from a new view. Between attempts
+//! the builder holds no handle on the database, so a node that shuts down meanwhile
+//! closes it and the build ends. Any other error is still returned (fail-stop).
 
 use std::fs;
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::Weak;
+use std::time::Duration;
 
 use openraft::RaftSnapshotBuilder;
 use rocksdb::{IteratorMode, DB};
@@ -36,9 +46,17 @@ struct SnapshotFile {
     data: Vec<u8>,
 }
 
+/// First pause before retrying a build that ran out of descriptors; it doubles up to
+/// [`RETRY_MAX_PAUSE`].
+pub const RETRY_FIRST_PAUSE: Duration = Duration::from_millis(100);
+/// Longest pause between attempts of a build that runs out of descriptors.
+pub const RETRY_MAX_PAUSE: Duration = Duration::from_secs(5);
+
 /// Builds snapshots from the database; runs beside `apply`.
 pub struct SnapshotBuilder {
-    pub(super) db: Arc<DB>,
+    /// The state machine's database; weak, so that a build waiting to retry does not
+    /// keep a closing node's database open.
+    pub(super) db: Weak<DB>,
     pub(super) dir: PathBuf,
 }
 
@@ -46,12 +64,33 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = Cursor<Vec<u8>>;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, std::io::Error> {
-        let db = self.db.clone();
-        let dir = self.dir.clone();
         let started = std::time::Instant::now();
-        let (snapshot, keys) = tokio::task::spawn_blocking(move || build(&db, &dir))
-            .await
-            .map_err(std::io::Error::other)??;
+        let mut pause = RETRY_FIRST_PAUSE;
+        let mut attempt = 1u32;
+        let (snapshot, keys) = loop {
+            let db = self.db.upgrade().ok_or_else(|| {
+                std::io::Error::other("the database was closed while a snapshot was built")
+            })?;
+            let dir = self.dir.clone();
+            let built = tokio::task::spawn_blocking(move || build(&db, &dir))
+                .await
+                .map_err(std::io::Error::other)?;
+            match built {
+                Ok(built) => break built,
+                Err(e) if e.is_out_of_descriptors() => {
+                    tracing::warn!(
+                        error = %e,
+                        attempt,
+                        retry_in_ms = pause.as_millis() as u64,
+                        "cannot build a snapshot: out of file descriptors; retrying"
+                    );
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RETRY_MAX_PAUSE);
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         tracing::info!(
             index = snapshot.meta.last_log_id.as_ref().map(|l| l.index),
             keys,

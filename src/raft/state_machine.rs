@@ -216,7 +216,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
-            db: self.db.clone(),
+            db: Arc::downgrade(&self.db),
             dir: self.snapshot_dir.clone(),
         }
     }

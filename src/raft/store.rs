@@ -48,6 +48,29 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// The start of `strerror(EMFILE)` ("Too many open files") and `strerror(ENFILE)`
+/// ("Too many open files in system") in glibc and musl, which RocksDB puts in its I/O
+/// errors (it reports no errno).
+const OUT_OF_DESCRIPTORS_TEXT: &str = "Too many open files";
+
+impl StoreError {
+    /// Whether this is the process (`EMFILE`) or the system (`ENFILE`) running out of
+    /// file descriptors: a condition that passes when descriptors are closed, unlike a
+    /// bad disk or corrupt data. RocksDB reports it as an I/O error whose message
+    /// carries the OS's text (`IO error: While open a file for random read: ...: Too
+    /// many open files`).
+    pub fn is_out_of_descriptors(&self) -> bool {
+        match self {
+            StoreError::Io(e) => matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)),
+            StoreError::Rocks(e) => {
+                e.kind() == rocksdb::ErrorKind::IOError
+                    && AsRef::<str>::as_ref(e).contains(OUT_OF_DESCRIPTORS_TEXT)
+            }
+            StoreError::Codec(_) | StoreError::Corrupt(_) => false,
+        }
+    }
+}
+
 impl From<StoreError> for io::Error {
     fn from(e: StoreError) -> io::Error {
         match e {
@@ -169,4 +192,38 @@ pub fn index_of_key(key: &[u8]) -> Result<u64, StoreError> {
         .try_into()
         .map_err(|_| StoreError::Corrupt(format!("log key of {} bytes, expected 8", key.len())))?;
     Ok(u64::from_be_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_out_of_descriptors_is_told_apart_from_other_storage_errors() {
+        let emfile = StoreError::Io(io::Error::from_raw_os_error(libc::EMFILE));
+        let enfile = StoreError::Io(io::Error::from_raw_os_error(libc::ENFILE));
+        let eio = StoreError::Io(io::Error::from_raw_os_error(libc::EIO));
+        let corrupt = StoreError::Corrupt("bad".into());
+        assert!(emfile.is_out_of_descriptors());
+        assert!(enfile.is_out_of_descriptors());
+        assert!(!eio.is_out_of_descriptors());
+        assert!(!corrupt.is_out_of_descriptors());
+        // The OS's own text, as RocksDB quotes it.
+        let text = io::Error::from_raw_os_error(libc::EMFILE).to_string();
+        assert!(text.starts_with(OUT_OF_DESCRIPTORS_TEXT), "{text}");
+    }
+
+    #[test]
+    fn rocksdb_out_of_descriptors_is_recognised_from_a_real_open() {
+        // Opening a database in a directory that is a file is an I/O error of another
+        // kind; it must not count as running out of descriptors.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"x").unwrap();
+        let err = match rocksdb::DB::open_default(file.join("db")) {
+            Err(e) => StoreError::Rocks(e),
+            Ok(_) => panic!("a database under a file opened"),
+        };
+        assert!(!err.is_out_of_descriptors(), "{err}");
+    }
 }

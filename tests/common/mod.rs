@@ -29,6 +29,8 @@ pub struct Options {
     pub open_files_limit: Option<u64>,
     /// Extra `key = value` lines for the `[api]` section.
     pub api_extra: String,
+    /// Extra `key = value` lines for the `[raft]` section.
+    pub raft_extra: String,
     /// `api.request_timeout_ms`: then a write is `OUTCOME_UNKNOWN`.
     pub request_timeout_ms: u64,
 }
@@ -43,6 +45,7 @@ impl Default for Options {
             min_ttl_ms: 100,
             open_files_limit: None,
             api_extra: String::new(),
+            raft_extra: String::new(),
             request_timeout_ms: 5_000,
         }
     }
@@ -106,9 +109,9 @@ impl TestCluster {
         }
         toml.push_str(&format!(
             "[raft]\nheartbeat_interval_ms = 50\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\n\
-             snapshot_after_entries = {}\nkeep_entries_after_snapshot = {}\nsweep_interval_ms = {}\nsecret = \"test-secret\"\n\n\
+             snapshot_after_entries = {}\nkeep_entries_after_snapshot = {}\nsweep_interval_ms = {}\nsecret = \"test-secret\"\n{}\n\n\
              [lease]\nmin_ttl_ms = {}\nmax_ttl_ms = 600000\ndefault_ttl_ms = 30000\n\n[api]\nrequest_timeout_ms = {}\nleader_wait_ms = 3000\n{}\n",
-            opts.snapshot_after_entries, opts.keep_entries_after_snapshot, opts.sweep_interval_ms, opts.min_ttl_ms,
+            opts.snapshot_after_entries, opts.keep_entries_after_snapshot, opts.sweep_interval_ms, opts.raft_extra, opts.min_ttl_ms,
             opts.request_timeout_ms, opts.api_extra
         ));
         let config_path = dir.path().join("cluster.toml");
