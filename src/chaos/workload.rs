@@ -11,7 +11,7 @@
 //!   with SIGSTOP for longer than its lease;
 //! - the **abandoner** takes `abandon-*` keys and walks away; a **watcher** polls until
 //!   it gets them, which measures how soon an abandoned lock is free;
-//! - a **probe** starts an acquire + release at about 20 Hz on one of a few `probe-*`
+//! - a **probe** starts an acquire + release at about 20 Hz on one of the `probe-*`
 //!   keys, without waiting for the previous one, to measure unavailability.
 //!
 //! Outcomes: 200 → `ok`; 409/4xx or `NO_LEADER` or a refused connection → `fail` (it did
@@ -504,8 +504,10 @@ async fn abandoner(mut c: Client, mut watcher: Client, until: Instant) {
 }
 
 /// Probes in flight at most; each has its own key (`probe-N`), so that each key's history
-/// stays sequential.
-const PROBE_SLOTS: usize = 8;
+/// stays sequential. Enough for every probe of a whole request timeout to hang (3 s at
+/// 20 Hz): with 8, all slots hung on relays to a paused leader and the probe sent nothing
+/// until it woke (seed 2026).
+const PROBE_SLOTS: usize = 64;
 
 /// Starts an acquire + release every [`PROBE_PERIOD`] on a free slot, without waiting for
 /// the previous one: a probe stuck on a paused or cut-off node (until its request times
