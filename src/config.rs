@@ -16,7 +16,7 @@ use crate::NodeId;
 pub const ENV_PREFIX: &str = "BATON_";
 
 /// Sections whose scalar keys may be overridden from the environment.
-const OVERRIDABLE_SECTIONS: &[&str] = &["raft", "lease", "api"];
+const OVERRIDABLE_SECTIONS: &[&str] = &["raft", "lease", "api", "auth"];
 
 /// Upper bound of `api.max_list_limit`: a page of this many locks is already a large
 /// answer, and the bound keeps `limit + 1` (the look-ahead that tells "more") far from
@@ -72,6 +72,20 @@ pub struct Config {
     pub lease: LeaseConfig,
     #[serde(default)]
     pub api: ApiConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`: API keys per application (see `auth::keys` for the keys file).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Every request except `/healthz` and `/readyz` needs an API key from the keys file.
+    pub enabled: bool,
+    /// The keys file: one application per line (name, SHA-256 of its key, permissions);
+    /// reloaded on SIGHUP and when it changes. Relative to the directory the server is
+    /// started in. Required when `enabled`.
+    pub keys_file: Option<PathBuf>,
 }
 
 /// One `[[nodes]]` entry.
@@ -307,6 +321,9 @@ impl Config {
         if r.sweep_interval_ms == 0 {
             return bad("raft.sweep_interval_ms must be positive".into());
         }
+        if self.auth.enabled && self.auth.keys_file.is_none() {
+            return bad("auth.keys_file must be set when auth.enabled is true".into());
+        }
         if r.secret.is_empty() {
             return bad("raft.secret must not be empty".into());
         }
@@ -506,6 +523,21 @@ data_dir = "d2"
     /// `THREE` with `section` appended (`[raft]\nsecret = ...`).
     fn with(section: &str) -> Result<Config, ConfigError> {
         Config::parse(&format!("{THREE}\n{section}\n"), no_env())
+    }
+
+    #[test]
+    fn auth_needs_a_keys_file_and_is_overridable() {
+        let text = format!("{THREE}\n[auth]\nenabled = true\n");
+        let err = Config::parse(&text, no_env()).unwrap_err().to_string();
+        assert!(err.contains("auth.keys_file"), "{err}");
+        let env = vec![(
+            "BATON_AUTH_KEYS_FILE".to_string(),
+            "/etc/baton/keys".to_string(),
+        )];
+        let c = Config::parse(&text, env).unwrap();
+        assert!(c.auth.enabled);
+        assert_eq!(c.auth.keys_file, Some(PathBuf::from("/etc/baton/keys")));
+        assert!(!Config::parse(THREE, no_env()).unwrap().auth.enabled);
     }
 
     #[test_case::test_case("secret = \"s3cret \"", "raft.secret" ; "trailing space")]

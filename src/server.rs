@@ -94,7 +94,7 @@ pub async fn run(
     node: Node,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
-) -> Result<Stopped, reqwest::Error> {
+) -> Result<Stopped, api::StartError> {
     let app = match api::App::new(node.clone()) {
         Ok(app) => app,
         Err(e) => {

@@ -18,7 +18,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use baton::api;
-use baton::config::{ApiConfig, Config, LeaseConfig, NodeConfig, RaftConfig};
+use baton::config::{ApiConfig, AuthConfig, Config, LeaseConfig, NodeConfig, RaftConfig};
 use baton::node::Node;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
@@ -94,6 +94,7 @@ fn config(dir: &std::path::Path, nodes: u64) -> Config {
             leader_wait_ms: 300,
             ..ApiConfig::default()
         },
+        auth: AuthConfig::default(),
     };
     config.validate().expect("test config is valid");
     config
@@ -107,10 +108,34 @@ impl TestApi {
         api
     }
 
+    /// A single-node cluster with `[auth] enabled` and `keys` as its keys file.
+    async fn start_with_keys(keys: &str) -> TestApi {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = config(dir.path(), 1);
+        let path = dir.path().join("keys");
+        std::fs::write(&path, keys).expect("write keys");
+        config.auth = AuthConfig {
+            enabled: true,
+            keys_file: Some(path),
+        };
+        let api = Self::start_config(dir, config).await;
+        let deadline = Instant::now() + DEADLINE;
+        while api.send(Method::GET, "/readyz", None, "").await.status != StatusCode::OK {
+            assert!(Instant::now() < deadline, "single node not ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        api
+    }
+
     /// Node 1 of an `nodes`-node cluster; the others never start.
     async fn start_node(nodes: u64) -> TestApi {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = Arc::new(config(dir.path(), nodes));
+        let config = config(dir.path(), nodes);
+        Self::start_config(dir, config).await
+    }
+
+    async fn start_config(dir: tempfile::TempDir, config: Config) -> TestApi {
+        let config = Arc::new(config);
         let node = Node::start(config, 1).await.expect("node starts");
         let router = api::router(api::App::new(node.clone()).expect("api state"));
         TestApi {
@@ -944,4 +969,115 @@ async fn a_stopped_node_answers_internal_and_is_not_healthy() {
         "{}",
         ready.body
     );
+}
+
+/// One request of the auth table: method, path, `Authorization`, body, status, code.
+type AuthRow = (
+    Method,
+    String,
+    Option<&'static str>,
+    String,
+    u16,
+    &'static str,
+);
+
+/// With auth on, every request without a valid key is 401 `INVALID_API_KEY` (with the
+/// Release Lock API's `success` and `error`), every one outside the caller's permissions
+/// 403 `FORBIDDEN`, another application's renew or release 403 `NOT_OWNER`; none of
+/// them changes state. `/healthz` and `/readyz` stay open.
+#[tokio::test]
+async fn with_auth_every_bad_key_or_missing_permission_gets_its_code_and_changes_nothing() {
+    use baton::auth::keys::hash_field;
+    let keys = format!(
+        "a {} lock=a: read=a:\nb {} lock=a: read=a:\nr {} read=a:\nops {} admin=*\n",
+        hash_field("ka"),
+        hash_field("kb"),
+        hash_field("kr"),
+        hash_field("kops")
+    );
+    let api = TestApi::start_with_keys(&keys).await;
+    let with = |key: &str| {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {key}").parse().expect("header"),
+        );
+        h
+    };
+    let held = api
+        .request(
+            Method::POST,
+            "/v1/locks/a:held/acquire",
+            JSON,
+            with("ka"),
+            json!({"owner": "w", "ttl_ms": 600_000}).to_string(),
+        )
+        .await;
+    assert_eq!(held.status, StatusCode::OK, "{}", held.body);
+    let token = held.body["token"].as_u64().expect("token");
+    let state = || async {
+        api.request(Method::GET, "/v1/locks?limit=1000", None, with("kops"), "")
+            .await
+            .body
+    };
+    let before = state().await;
+    let acquire = json!({"owner": "x"}).to_string();
+    #[rustfmt::skip]
+    let rows: Vec<AuthRow> = vec![
+        (Method::POST, "/v1/locks/a:k/acquire".into(), None, acquire.clone(), 401, "INVALID_API_KEY"),
+        (Method::POST, "/v1/locks/a:k/acquire".into(), Some("Bearer nope"), acquire.clone(), 401, "INVALID_API_KEY"),
+        (Method::POST, "/v1/locks/a:k/acquire".into(), Some("Basic ka"), acquire.clone(), 401, "INVALID_API_KEY"),
+        (Method::POST, "/v1/locks/a:k/acquire".into(), Some("Bearer"), acquire.clone(), 401, "INVALID_API_KEY"),
+        (Method::GET, "/v1/cluster".into(), None, String::new(), 401, "INVALID_API_KEY"),
+        (Method::POST, "/v1/locks/a:k/acquire".into(), Some("Bearer kr"), acquire.clone(), 403, "FORBIDDEN"),
+        (Method::POST, "/v1/locks/z:k/acquire".into(), Some("Bearer ka"), acquire.clone(), 403, "FORBIDDEN"),
+        (Method::GET, "/v1/locks?prefix=z".into(), Some("Bearer ka"), String::new(), 403, "FORBIDDEN"),
+        (Method::GET, "/v1/locks".into(), Some("Bearer ka"), String::new(), 403, "FORBIDDEN"),
+        (Method::DELETE, "/v1/locks/a:held".into(), Some("Bearer ka"), String::new(), 403, "FORBIDDEN"),
+        (Method::POST, "/v1/cluster/snapshot".into(), Some("Bearer ka"), String::new(), 403, "FORBIDDEN"),
+        (Method::POST, "/v1/locks/a:held/renew".into(), Some("Bearer kb"), format!(r#"{{"token":{token}}}"#), 403, "NOT_OWNER"),
+        (Method::POST, "/v1/locks/a:held/release".into(), Some("Bearer kb"), format!(r#"{{"token":{token}}}"#), 403, "NOT_OWNER"),
+        (Method::POST, "/v1/locks/a:held/release".into(), Some("Bearer kb"), r#"{"owner":"w"}"#.into(), 403, "NOT_OWNER"),
+    ];
+    for (method, path, auth, body, status, code) in rows {
+        let mut headers = HeaderMap::new();
+        if let Some(a) = auth {
+            headers.insert(header::AUTHORIZATION, a.parse().expect("header"));
+        }
+        let ct = (!body.is_empty()).then_some("application/json");
+        let answer = api.request(method.clone(), &path, ct, headers, body).await;
+        let what = format!("{method} {path} {auth:?}");
+        assert_problem(
+            &what,
+            &answer,
+            StatusCode::from_u16(status).expect("status"),
+            code,
+        );
+        if code == "INVALID_API_KEY" {
+            assert_eq!(answer.body["success"], json!(false), "{what}");
+            assert_eq!(answer.body["error"], json!("Invalid API key"), "{what}");
+        }
+    }
+    assert_eq!(state().await, before, "a refused request changed state");
+    for open in ["/healthz", "/readyz"] {
+        assert_eq!(api.get(open).await.status, StatusCode::OK, "{open}");
+    }
+    // The holder's release by key, `{}`: released, then idempotently not_held.
+    for (released, reason) in [(true, Value::Null), (false, json!("not_held"))] {
+        let answer = api
+            .request(
+                Method::POST,
+                "/v1/locks/a:held/release",
+                JSON,
+                with("ka"),
+                "{}",
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        assert_eq!(
+            (&answer.body["released"], &answer.body["reason"]),
+            (&json!(released), &reason)
+        );
+    }
+    api.shutdown().await;
 }

@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::Json;
 use tracing::instrument;
 
+use super::auth::MaybeCaller;
 use super::extract::{ApiJson, ApiQuery, LockKey};
 use super::problem::ApiError;
 use super::{waiting, App};
@@ -39,9 +40,22 @@ fn granted(reply: Reply) -> Result<Json<Lease>, ApiError> {
     }
 }
 
-fn released(reply: Reply) -> Result<Json<Released>, ApiError> {
+fn released(reply: Reply, caller: &MaybeCaller) -> Result<Json<Released>, ApiError> {
     match reply {
-        Reply::Released(r) => Ok(Json(Released::from(&r))),
+        Reply::Released(r) => {
+            if let Some(h) = &r.forced_from {
+                // The audit trail of an admin taking a lock away (also in the event).
+                tracing::warn!(
+                    key = %r.key,
+                    token = h.token.0,
+                    owner = %h.owner,
+                    holder_app = h.app.as_ref().map(|a| a.as_str()),
+                    by = caller.app().as_ref().map(|a| a.as_str()),
+                    "lock force-released"
+                );
+            }
+            Ok(Json(Released::from(&r)))
+        }
         Reply::Refused(e) => Err(e.into()),
         other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
     }
@@ -50,6 +64,7 @@ fn released(reply: Reply) -> Result<Json<Released>, ApiError> {
 #[instrument(skip_all, fields(key = %key, owner = %body.owner))]
 pub async fn acquire(
     State(app): State<App>,
+    caller: MaybeCaller,
     LockKey(key): LockKey,
     ApiJson(body): ApiJson<AcquireRequest>,
 ) -> Result<Json<Lease>, ApiError> {
@@ -64,12 +79,14 @@ pub async fn acquire(
         )?,
     };
     if options.wait_ms > 0 {
-        let grant = waiting::acquire(&app, key, owner, options).await?;
+        let grant = waiting::acquire(&app, key, owner, options, caller.app()).await?;
         return Ok(Json(Lease::from(&grant)));
     }
     let reply = app
         .node
-        .write(|now_ms| Command::acquire_with(key, owner, options, now_ms))
+        .write(|now_ms| {
+            Command::acquire_with(key, owner, options, now_ms).as_app(caller.app(), false)
+        })
         .await?;
     if let Some(g) = reply.grant() {
         tracing::debug!(token = g.token.0, "granted");
@@ -91,6 +108,7 @@ fn bounded(name: &str, value: Option<u64>, max: u64) -> Result<u64, ApiError> {
 #[instrument(skip_all, fields(key = %key, owner = %body.owner))]
 pub async fn cancel(
     State(app): State<App>,
+    caller: MaybeCaller,
     LockKey(key): LockKey,
     ApiJson(body): ApiJson<CancelRequest>,
 ) -> Result<Json<Cancelled>, ApiError> {
@@ -98,7 +116,9 @@ pub async fn cancel(
     let reason = body.reason.into();
     let reply = app
         .node
-        .write(|now_ms| Command::cancel_wait(key, owner, reason, now_ms))
+        .write(|now_ms| {
+            Command::cancel_wait(key, owner, reason, now_ms).as_app(caller.app(), false)
+        })
         .await?;
     match reply {
         Reply::WaitCancelled {
@@ -118,6 +138,7 @@ pub async fn cancel(
 #[instrument(skip_all, fields(key = %key, token = body.token))]
 pub async fn renew(
     State(app): State<App>,
+    caller: MaybeCaller,
     LockKey(key): LockKey,
     ApiJson(body): ApiJson<RenewRequest>,
 ) -> Result<Json<Lease>, ApiError> {
@@ -125,7 +146,7 @@ pub async fn renew(
     let token = Token(body.token);
     granted(
         app.node
-            .write(|now_ms| Command::renew(key, token, ttl_ms, now_ms))
+            .write(|now_ms| Command::renew(key, token, ttl_ms, now_ms).as_app(caller.app(), false))
             .await?,
     )
 }
@@ -133,39 +154,55 @@ pub async fn renew(
 #[instrument(skip_all, fields(key = %key))]
 pub async fn release(
     State(app): State<App>,
+    caller: MaybeCaller,
     LockKey(key): LockKey,
     ApiJson(body): ApiJson<ReleaseRequest>,
 ) -> Result<Json<Released>, ApiError> {
-    let reply = match (body.token, body.owner) {
-        (Some(token), None) => {
+    let (who, any) = (caller.app(), caller.release_any());
+    let reply = match (body.token, body.owner, who.clone()) {
+        (Some(token), None, _) => {
             app.node
-                .write(|now_ms| Command::release(key, Token(token), now_ms))
+                .write(|now_ms| Command::release(key, Token(token), now_ms).as_app(who, any))
                 .await?
         }
-        (None, Some(raw)) => {
+        (None, Some(raw), _) => {
             let owner = owner(raw)?;
             app.node
-                .write(|now_ms| Command::release_by_owner(key, owner, now_ms))
+                .write(|now_ms| Command::release_by_owner(key, owner, now_ms).as_app(who, any))
                 .await?
         }
-        _ => {
+        // `{}` with auth on: the lock the calling application holds on the key.
+        (None, None, Some(app_name)) => {
+            app.node
+                .write(|now_ms| Command::release_by_app(key, app_name, now_ms))
+                .await?
+        }
+        (None, None, None) => {
+            return Err(ApiError::InvalidRequest(
+                "expected exactly one of \"token\" and \"owner\" ({} releases the calling application's lock, with auth on)".into(),
+            ))
+        }
+        (Some(_), Some(_), _) => {
             return Err(ApiError::InvalidRequest(
                 "expected exactly one of \"token\" and \"owner\"".into(),
             ))
         }
     };
-    released(reply)
+    released(reply, &caller)
 }
 
 #[instrument(skip_all, fields(key = %key))]
 pub async fn force_release(
     State(app): State<App>,
+    caller: MaybeCaller,
     LockKey(key): LockKey,
 ) -> Result<Json<Released>, ApiError> {
+    let who = caller.app();
     released(
         app.node
-            .write(|now_ms| Command::force_release(key, now_ms))
+            .write(|now_ms| Command::force_release(key, now_ms).as_app(who, true))
             .await?,
+        &caller,
     )
 }
 

@@ -3,9 +3,10 @@
 //! [`router`] builds the public API (the peer-only Raft listener is
 //! [`crate::raft::rpc_server`]).
 //! Layers, outside in: request span (method, path, request id), body limit, then per
-//! route the relay to the leader ([`relay`]: writes and linearizable reads on a
-//! follower), handler.
+//! route the access check ([`auth`], with `[auth] enabled`), the relay to the leader
+//! ([`relay`]: writes and linearizable reads on a follower), handler.
 
+pub mod auth;
 pub mod cluster;
 pub mod events;
 pub mod extract;
@@ -26,6 +27,7 @@ use axum::response::Response;
 use axum::routing::{delete, get, post};
 use axum::Router;
 
+use crate::auth::store::{KeyFileError, KeyStore};
 use crate::node::forward::{Forwarder, REQUEST_ID_HEADER};
 use crate::node::Node;
 use problem::ApiError;
@@ -37,17 +39,40 @@ pub struct App {
     pub node: Node,
     forwarder: Forwarder,
     request_ids: Arc<AtomicU64>,
+    /// The keys file, with `[auth] enabled`.
+    keys: Option<Arc<KeyStore>>,
+}
+
+/// Why the API could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot build the relay's HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error(transparent)]
+    Keys(#[from] KeyFileError),
 }
 
 impl App {
-    /// API state over a running node.
-    pub fn new(node: Node) -> Result<App, reqwest::Error> {
+    /// API state over a running node. With `[auth] enabled` it reads the keys file (an
+    /// error names the file and line) and keeps reloading it as a task of the node.
+    pub fn new(node: Node) -> Result<App, StartError> {
         let timeout = Duration::from_millis(node.config().api.request_timeout_ms + 1_000);
         let forwarder = Forwarder::new(node.id(), timeout)?;
+        let auth = &node.config().auth;
+        let keys = match (&auth.keys_file, auth.enabled) {
+            (Some(path), true) => {
+                let store = Arc::new(KeyStore::open(path)?);
+                tracing::info!(apps = store.keys().len(), path = %path.display(), "auth on: keys file loaded");
+                node.spawn(store.clone().watch());
+                Some(store)
+            }
+            _ => None,
+        };
         Ok(App {
             node,
             forwarder,
             request_ids: Arc::new(AtomicU64::new(0)),
+            keys,
         })
     }
 
@@ -111,6 +136,8 @@ pub fn router(app: App) -> Router {
         .merge(leader_acquire)
         .merge(leader_reads)
         .merge(any_node)
+        // Outside each route's relay: a follower checks the caller before relaying.
+        .route_layer(middleware::from_fn_with_state(app.clone(), auth::guard))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

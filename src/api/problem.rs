@@ -7,6 +7,9 @@ use crate::locks::LockError;
 use crate::node::NodeError;
 use crate::wire::{rfc3339_ms, ErrorCode, Lease, Problem};
 
+/// The `error` of an `INVALID_API_KEY` answer (the Release Lock API's text).
+pub const INVALID_API_KEY_ERROR: &str = "Invalid API key";
+
 /// Seconds a client should wait before retrying a 503.
 pub const RETRY_AFTER_SECS: u64 = 1;
 
@@ -55,6 +58,12 @@ pub enum ApiError {
     OutcomeUnknown(String),
     #[error("{0}")]
     Internal(String),
+    /// No API key, or one the node does not know (auth on).
+    #[error("{0}")]
+    InvalidApiKey(String),
+    /// The caller's application lacks the permission (auth on).
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl ApiError {
@@ -93,6 +102,12 @@ impl ApiError {
             LockLost(_) => (C::LockLost, StatusCode::CONFLICT, "Lock lost"),
             LockNotFound(_) => (C::LockNotFound, StatusCode::NOT_FOUND, "Lock not found"),
             NotOwner(_) => (C::NotOwner, StatusCode::FORBIDDEN, "Not the owner"),
+            InvalidApiKey(_) => (
+                C::InvalidApiKey,
+                StatusCode::UNAUTHORIZED,
+                "Invalid API key",
+            ),
+            Forbidden(_) => (C::Forbidden, StatusCode::FORBIDDEN, "Forbidden"),
             NoLeader(_) => (C::NoLeader, StatusCode::SERVICE_UNAVAILABLE, "No leader"),
             OutcomeUnknown(_) => (
                 C::OutcomeUnknown,
@@ -120,7 +135,9 @@ impl From<LockError> for ApiError {
                 available_at: until_ms.map(rfc3339_ms),
             },
             LockError::Lost { .. } => ApiError::LockLost(e.to_string()),
-            LockError::NotOwner { .. } => ApiError::NotOwner(e.to_string()),
+            LockError::NotOwner { .. } | LockError::NotYourLock { .. } => {
+                ApiError::NotOwner(e.to_string())
+            }
         }
     }
 }
@@ -149,6 +166,11 @@ impl ApiError {
             ApiError::LockUnavailable { available_at, .. } => {
                 body.available_at.clone_from(available_at)
             }
+            // The Release Lock API's shape, so its clients read this answer too.
+            ApiError::InvalidApiKey(_) => {
+                body.success = Some(false);
+                body.error = Some(INVALID_API_KEY_ERROR.to_string());
+            }
             _ => {}
         }
         (status, body)
@@ -173,6 +195,12 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"baton\""),
+            );
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));

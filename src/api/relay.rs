@@ -27,13 +27,15 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, Request, State};
-use axum::http::{HeaderMap, Method, Uri};
+use axum::http::{HeaderMap, HeaderValue, Method, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use super::auth::{relayed_identity, Caller, PRINCIPAL_HEADER};
 use super::problem::ApiError;
 use super::App;
+use crate::locks::AppName;
 use crate::node::forward::{ForwardError, FORWARDED_BY_HEADER};
 use crate::wire::{AcquireRequest, Consistency};
 
@@ -131,6 +133,7 @@ pub async fn to_leader(State(route): State<Declared>, req: Request, next: Next) 
         headers: &parts.headers,
         body: bytes.clone(),
         timeout: route.need.relay_timeout(app, &bytes),
+        caller: parts.extensions.get::<Caller>().map(Caller::app),
     };
     match send_to_leader(app, outgoing).await {
         Some(answer) => answer,
@@ -152,6 +155,8 @@ pub struct Outgoing<'a> {
     pub body: Bytes,
     /// The relay's deadline; `None` is the forwarder's own.
     pub timeout: Option<Duration>,
+    /// The authenticated application (auth on), passed on as a signed identity.
+    pub caller: Option<AppName>,
 }
 
 /// Waits (up to `api.leader_wait_ms`) for a known leader and relays `req` to it.
@@ -170,6 +175,19 @@ pub async fn send_to_leader(app: &App, req: Outgoing<'_>) -> Option<Response> {
         return None;
     }
     let is_write = req.method != Method::GET;
+    let mut headers = req.headers.clone();
+    headers.remove(PRINCIPAL_HEADER);
+    if let Some(caller) = &req.caller {
+        let identity = relayed_identity(app, caller, &req.method, req.target, &req.body);
+        match HeaderValue::from_str(&identity) {
+            Ok(v) => {
+                headers.insert(PRINCIPAL_HEADER, v);
+            }
+            Err(e) => {
+                return Some(ApiError::Internal(format!("relayed identity: {e}")).into_response())
+            }
+        }
+    }
     let relayed = app
         .forwarder
         .relay(
@@ -177,7 +195,7 @@ pub async fn send_to_leader(app: &App, req: Outgoing<'_>) -> Option<Response> {
             &leader.api,
             req.method,
             req.target,
-            req.headers,
+            &headers,
             req.body,
             req.timeout,
         )

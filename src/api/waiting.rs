@@ -32,7 +32,8 @@ use super::problem::ApiError;
 use super::relay::{self, Outgoing};
 use super::App;
 use crate::locks::{
-    AcquireOptions, CancelReason, Command, Event, EventKind, Grant, Key, Owner, Reply, Token,
+    same_app, AcquireOptions, AppName, CancelReason, Command, Event, EventKind, Grant, Key, Owner,
+    Reply, Token,
 };
 use crate::node::NodeError;
 use crate::wire::{CancelReason as WireCancelReason, CancelRequest};
@@ -47,13 +48,16 @@ pub async fn acquire(
     key: Key,
     owner: Owner,
     options: AcquireOptions,
+    caller: Option<AppName>,
 ) -> Result<Grant, ApiError> {
     let started = Instant::now();
     let mut events = app.node.subscribe_events();
     let reply = {
-        let (key, owner) = (key.clone(), owner.clone());
+        let (key, owner, caller) = (key.clone(), owner.clone(), caller.clone());
         app.node
-            .write(move |now_ms| Command::acquire_with(key, owner, options, now_ms))
+            .write(move |now_ms| {
+                Command::acquire_with(key, owner, options, now_ms).as_app(caller, false)
+            })
             .await?
     };
     let queued = match reply {
@@ -68,6 +72,7 @@ pub async fn acquire(
         app: app.clone(),
         key: key.clone(),
         owner: owner.clone(),
+        caller: caller.clone(),
         armed: true,
     };
     let deadline = tokio::time::Instant::from_std(started + Duration::from_millis(options.wait_ms));
@@ -75,13 +80,13 @@ pub async fn acquire(
         tokio::select! {
             received = events.recv() => match received {
                 Ok(batch) => {
-                    if let Some(outcome) = outcome_in(&batch, &key, &owner) {
+                    if let Some(outcome) = outcome_in(&batch, &key, &owner, caller.as_ref()) {
                         break outcome;
                     }
                 }
                 // Missed events: the table says where the wait stands.
                 Err(RecvError::Lagged(_)) => {
-                    if let Some(outcome) = outcome_from_table(app, &key, &owner) {
+                    if let Some(outcome) = outcome_from_table(app, &key, &owner, caller.as_ref()) {
                         break outcome;
                     }
                 }
@@ -100,7 +105,7 @@ pub async fn acquire(
         }
         Outcome::LeftQueue => Err(wait_timeout(&key, options.wait_ms)),
         Outcome::TimedOut => {
-            cancel(app, &key, &owner, CancelReason::Timeout).await;
+            cancel(app, &key, &owner, caller, CancelReason::Timeout).await;
             Err(wait_timeout(&key, options.wait_ms))
         }
     }
@@ -118,10 +123,15 @@ enum Outcome {
 }
 
 /// The event in `batch`, if any, that ends `owner`'s wait on `key`.
-fn outcome_in(batch: &[Event], key: &Key, owner: &Owner) -> Option<Outcome> {
+fn outcome_in(
+    batch: &[Event],
+    key: &Key,
+    owner: &Owner,
+    caller: Option<&AppName>,
+) -> Option<Outcome> {
     batch
         .iter()
-        .filter(|e| &e.key == key && &e.owner == owner)
+        .filter(|e| &e.key == key && &e.owner == owner && same_app(e.app.as_ref(), caller))
         .find_map(|e| match e.kind {
             EventKind::Acquired => Some(Outcome::Granted(grant_of(e))),
             EventKind::WaitTimeout | EventKind::WaitCancelled => Some(Outcome::LeftQueue),
@@ -141,18 +151,25 @@ fn grant_of(e: &Event) -> Grant {
         expires_at_ms,
         ttl_ms: expires_at_ms.saturating_sub(e.at_ms),
         lock_delay_ms: 0,
+        app: e.app.clone(),
     }
 }
 
-fn outcome_from_table(app: &App, key: &Key, owner: &Owner) -> Option<Outcome> {
+fn outcome_from_table(
+    app: &App,
+    key: &Key,
+    owner: &Owner,
+    caller: Option<&AppName>,
+) -> Option<Outcome> {
     app.node.with_local_table(|t| {
         let now = t.now_ms();
-        if let Some(g) = t.get(key, now).filter(|g| &g.owner == owner) {
+        let mine = |g: &&Grant| &g.owner == owner && same_app(g.app.as_ref(), caller);
+        if let Some(g) = t.get(key, now).filter(mine) {
             return Some(Outcome::Granted(g.clone()));
         }
         let queued = t
             .stored(key)
-            .is_some_and(|st| st.position(owner, now).is_some());
+            .is_some_and(|st| st.position(owner, caller, now).is_some());
         (!queued).then_some(Outcome::LeftQueue)
     })
 }
@@ -162,6 +179,7 @@ struct CancelOnDrop {
     app: App,
     key: Key,
     owner: Owner,
+    caller: Option<AppName>,
     armed: bool,
 }
 
@@ -171,20 +189,31 @@ impl Drop for CancelOnDrop {
             return;
         }
         let (app, key, owner) = (self.app.clone(), self.key.clone(), self.owner.clone());
+        let caller = self.caller.take();
         tracing::debug!(key = %key, owner = %owner, "waiting client went away; cancelling its wait");
         let node = app.node.clone();
-        node.spawn(async move { cancel(&app, &key, &owner, CancelReason::Disconnected).await });
+        node.spawn(
+            async move { cancel(&app, &key, &owner, caller, CancelReason::Disconnected).await },
+        );
     }
 }
 
 /// Gets a `CancelWait` committed: proposed here while this node leads, relayed to the
 /// leader otherwise; retried (it is idempotent) until it lands or the attempts run out.
-pub async fn cancel(app: &App, key: &Key, owner: &Owner, reason: CancelReason) {
+pub async fn cancel(
+    app: &App,
+    key: &Key,
+    owner: &Owner,
+    caller: Option<AppName>,
+    reason: CancelReason,
+) {
     for attempt in 1..=CANCEL_ATTEMPTS {
         let result = {
-            let (key, owner) = (key.clone(), owner.clone());
+            let (key, owner, caller) = (key.clone(), owner.clone(), caller.clone());
             app.node
-                .write(move |now_ms| Command::cancel_wait(key, owner, reason, now_ms))
+                .write(move |now_ms| {
+                    Command::cancel_wait(key, owner, reason, now_ms).as_app(caller, false)
+                })
                 .await
         };
         match result {
@@ -193,7 +222,7 @@ pub async fn cancel(app: &App, key: &Key, owner: &Owner, reason: CancelReason) {
                 return;
             }
             Err(NodeError::NotLeader) => {
-                if relay_cancel(app, key, owner, reason).await {
+                if relay_cancel(app, key, owner, caller.clone(), reason).await {
                     return;
                 }
             }
@@ -206,7 +235,13 @@ pub async fn cancel(app: &App, key: &Key, owner: &Owner, reason: CancelReason) {
 
 /// Sends the cancel to the leader's `POST /v1/locks/{key}/cancel` through the same
 /// relay as client requests; true when the leader answered 200.
-async fn relay_cancel(app: &App, key: &Key, owner: &Owner, reason: CancelReason) -> bool {
+async fn relay_cancel(
+    app: &App,
+    key: &Key,
+    owner: &Owner,
+    caller: Option<AppName>,
+    reason: CancelReason,
+) -> bool {
     let body = CancelRequest {
         owner: owner.as_str().to_string(),
         reason: match reason {
@@ -224,6 +259,7 @@ async fn relay_cancel(app: &App, key: &Key, owner: &Owner, reason: CancelReason)
         headers: &headers,
         body: body.into(),
         timeout: None,
+        caller,
     };
     match relay::send_to_leader(app, outgoing).await {
         Some(answer) if answer.status().is_success() => true,

@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -82,19 +82,26 @@ pub struct Answer {
 pub struct Conn {
     addr: String,
     host: HeaderValue,
+    /// `Authorization: Bearer <key>` with auth on.
+    auth: Option<HeaderValue>,
     sender: Option<SendRequest<Full<Bytes>>>,
     connects: u64,
 }
 
 impl Conn {
-    /// A connection to `addr` (`host:port`); nothing is dialled until [`Conn::connect`]
-    /// or the first request.
-    pub fn new(addr: &str) -> Result<Conn, TransportError> {
+    /// A connection to `addr` (`host:port`) that sends `api_key` (auth on) with every
+    /// request; nothing is dialled until [`Conn::connect`] or the first request.
+    pub fn new(addr: &str, api_key: Option<&str>) -> Result<Conn, TransportError> {
         let host =
             HeaderValue::from_str(addr).map_err(|_| TransportError::Request(addr.to_string()))?;
+        let auth = api_key
+            .map(|k| HeaderValue::from_str(&format!("Bearer {k}")))
+            .transpose()
+            .map_err(|_| TransportError::Request("the API key cannot be a header".into()))?;
         Ok(Conn {
             addr: addr.to_string(),
             host,
+            auth,
             sender: None,
             connects: 0,
         })
@@ -186,6 +193,9 @@ impl Conn {
             .method(method)
             .uri(path)
             .header(HOST, self.host.clone());
+        if let Some(auth) = &self.auth {
+            builder = builder.header(AUTHORIZATION, auth.clone());
+        }
         if body.is_some() {
             builder = builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
@@ -223,7 +233,7 @@ mod tests {
             .and_then(|l| l.local_addr())
             .unwrap()
             .to_string();
-        let mut conn = Conn::new(&addr).unwrap();
+        let mut conn = Conn::new(&addr, None).unwrap();
         let err = conn.send(Method::GET, "/healthz", None).await.unwrap_err();
         assert_eq!(err.kind(), "transport:connect_connection_refused");
         assert_eq!(conn.connects(), 0);
@@ -247,7 +257,7 @@ mod tests {
                     .unwrap();
             }
         });
-        let mut conn = Conn::new(&addr).unwrap();
+        let mut conn = Conn::new(&addr, None).unwrap();
         for _ in 0..2 {
             let answer = conn.send(Method::GET, "/x", None).await.unwrap();
             assert_eq!(answer.status, StatusCode::OK);

@@ -49,6 +49,8 @@ pub struct Settings {
     pub warmup: Duration,
     /// Lease of every acquire.
     pub ttl: Duration,
+    /// API key of a cluster with auth on.
+    pub api_key: Option<String>,
 }
 
 impl Settings {
@@ -97,7 +99,12 @@ pub async fn run(
         .iter()
         .map(|e| crate::wire::parse_endpoint(e).map_err(|e| BenchError::Invalid(e.to_string())))
         .collect::<Result<_, _>>()?;
-    let topology = topology::discover(&endpoints, topology::LEADER_WAIT).await?;
+    let topology = topology::discover(
+        &endpoints,
+        settings.api_key.as_deref(),
+        topology::LEADER_WAIT,
+    )
+    .await?;
     let targets = topology.targets(settings.target)?;
     let run_id = random_run_id();
 
@@ -106,12 +113,13 @@ pub async fn run(
         let lease_ms = u64::try_from(lease.as_millis())
             .unwrap_or(u64::MAX)
             .max(ttl_ms);
-        Some(prepare_read_key(&topology.leader_api, &run_id, lease_ms).await?)
+        let key = settings.api_key.as_deref();
+        Some(prepare_read_key(&topology.leader_api, key, &run_id, lease_ms).await?)
     } else {
         None
     };
 
-    let mut conns = open_connections(&targets, settings.conns).await?;
+    let mut conns = open_connections(&targets, settings.api_key.as_deref(), settings.conns).await?;
     let mut connections = BTreeMap::new();
     for c in &conns {
         *connections.entry(c.addr().to_string()).or_insert(0) += 1;
@@ -183,11 +191,12 @@ fn random_run_id() -> String {
 /// needed to release it afterwards.
 async fn prepare_read_key(
     leader: &str,
+    api_key: Option<&str>,
     run_id: &str,
     lease_ms: u64,
 ) -> Result<(Conn, String, u64), BenchError> {
     let setup = |m: String| BenchError::Setup(m);
-    let mut conn = Conn::new(leader).map_err(|e| setup(e.to_string()))?;
+    let mut conn = Conn::new(leader, api_key).map_err(|e| setup(e.to_string()))?;
     let key = read_key(run_id);
     let path = format!("/v1/locks/{key}/acquire");
     let body = acquire_body(&format!("bench-{run_id}"), lease_ms);
@@ -205,12 +214,16 @@ async fn prepare_read_key(
 }
 
 /// Opens `n` connections, number `i` to `targets[i % len]`, all at once.
-async fn open_connections(targets: &[String], n: usize) -> Result<Vec<Conn>, BenchError> {
+async fn open_connections(
+    targets: &[String],
+    api_key: Option<&str>,
+    n: usize,
+) -> Result<Vec<Conn>, BenchError> {
     if targets.is_empty() {
         return Err(BenchError::Connect("no address to connect to".into()));
     }
     let opening = (0..n).map(|i| async move {
-        let mut conn = Conn::new(&targets[i % targets.len()])?;
+        let mut conn = Conn::new(&targets[i % targets.len()], api_key)?;
         conn.connect().await?;
         Ok::<Conn, super::conn::TransportError>(conn)
     });
@@ -264,6 +277,7 @@ mod tests {
             duration: Duration::from_secs(1),
             warmup: Duration::ZERO,
             ttl: Duration::from_secs(30),
+            api_key: None,
         }
     }
 

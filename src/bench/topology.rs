@@ -44,11 +44,15 @@ fn same_addr(a: &str, b: &str) -> bool {
 /// a leader (an election), asks again until `wait` (normally [`LEADER_WAIT`]) runs out.
 /// Fails at once with [`BenchError::NoEndpoint`] when none of them answers at all, and
 /// with [`BenchError::NoLeader`] when they answered without a leader.
-pub async fn discover(endpoints: &[String], wait: Duration) -> Result<Topology, BenchError> {
+pub async fn discover(
+    endpoints: &[String],
+    api_key: Option<&str>,
+    wait: Duration,
+) -> Result<Topology, BenchError> {
     let deadline = Instant::now() + wait;
     let mut conns = Vec::with_capacity(endpoints.len());
     for e in endpoints {
-        conns.push(Conn::new(e).map_err(|e| BenchError::NoEndpoint(e.to_string()))?);
+        conns.push(Conn::new(e, api_key).map_err(|e| BenchError::NoEndpoint(e.to_string()))?);
     }
     let mut answered = false;
     loop {
@@ -209,7 +213,7 @@ mod tests {
             .to_string();
         // Fails at once: nothing listens, so there is no election to wait for.
         let started = Instant::now();
-        let err = discover(std::slice::from_ref(&closed), LEADER_WAIT)
+        let err = discover(std::slice::from_ref(&closed), None, LEADER_WAIT)
             .await
             .unwrap_err();
         assert!(started.elapsed() < LEADER_WAIT / 2);

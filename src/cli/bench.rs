@@ -55,6 +55,9 @@ pub struct BenchArgs {
     /// Print one JSON object (stable field names) instead of the text report.
     #[arg(long)]
     pub json: bool,
+    /// API key of a cluster with auth on; needs `lock` and `read` on the `bench-` keys.
+    #[arg(long, env = "BATON_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 /// Runs `baton bench`; returns the process exit code.
@@ -78,6 +81,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         duration: args.duration,
         warmup: args.warmup,
         ttl: args.ttl,
+        api_key: args.api_key,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod chaos;
 pub mod duration;
 pub mod exit;
+pub mod keys;
 pub mod lock;
 pub mod locks;
 pub mod server;
@@ -35,6 +36,8 @@ pub enum Commands {
     Locks(locks::LockCommand),
     /// Follow a key's events (acquired, released, expired, queued, …) as they happen.
     Watch(watch::WatchArgs),
+    /// API keys for a cluster with auth on: `baton keys create NAME --allow lock=PREFIX`.
+    Keys(keys::KeysArgs),
     /// Print a shell completion script: `baton completions bash > /etc/bash_completion.d/baton`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -65,6 +68,7 @@ pub fn run() -> ExitCode {
         Commands::Lock(args) => lock::run(args),
         Commands::Locks(cmd) => locks::run(cmd),
         Commands::Watch(args) => watch::run(args),
+        Commands::Keys(args) => keys::run(args),
         Commands::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -114,6 +118,10 @@ pub struct ClientArgs {
     /// Print JSON on stdout instead of text (errors too: {"error", "code", "holder"}).
     #[arg(long)]
     pub json: bool,
+    /// API key of a cluster with auth on (sent as `Authorization: Bearer`); prefer the
+    /// environment variable, which other users cannot read from the process list.
+    #[arg(long, env = "BATON_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 impl ClientArgs {
@@ -121,7 +129,11 @@ impl ClientArgs {
     /// it retries (one line every few seconds).
     pub fn connect(&self) -> anyhow::Result<crate::client::Client> {
         let endpoints = resolve_endpoints(&self.endpoints, &self.config)?;
-        Ok(crate::client::Client::new(&endpoints)?
+        let mut client = crate::client::Client::new(&endpoints)?;
+        if let Some(key) = &self.api_key {
+            client = client.with_api_key(key)?;
+        }
+        Ok(client
             .with_call_timeout(self.timeout)
             .with_progress(|trouble, remaining| {
                 eprintln!(

@@ -52,9 +52,17 @@ fn watch(args: WatchArgs) -> anyhow::Result<()> {
 }
 
 async fn follow(args: &WatchArgs, endpoints: &[String]) -> anyhow::Result<()> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = &args.client.api_key {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+            .context("the API key has characters a header cannot carry")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     let http = reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(Duration::from_secs(2))
+        .default_headers(headers)
         .build()?;
     let mut last_id = args.after;
     let mut backoff = FIRST_BACKOFF;

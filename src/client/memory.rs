@@ -141,7 +141,9 @@ fn refused(e: LockError) -> ClientError {
         },
         LockError::Unavailable { .. } => ClientError::Unavailable(e.to_string()),
         LockError::Lost { .. } => ClientError::Lost(e.to_string()),
-        LockError::NotOwner { .. } => rejected(ErrorCode::NotOwner, 403, e.to_string()),
+        LockError::NotOwner { .. } | LockError::NotYourLock { .. } => {
+            rejected(ErrorCode::NotOwner, 403, e.to_string())
+        }
     }
 }
 

@@ -129,11 +129,22 @@ pub struct Client {
     progress: Option<Arc<ProgressFn>>,
 }
 
+/// The HTTP client of a [`Client`], sending `headers` with every request.
+fn http_client(headers: reqwest::header::HeaderMap) -> Result<reqwest::Client, ClientError> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .default_headers(headers)
+        .build()
+        .map_err(|e| ClientError::Config(e.to_string()))
+}
+
 /// One HTTP attempt's outcome, before retry rules.
 enum Attempt {
     Final(StatusCode, Bytes),
     /// A node answered 503 with a problem (`NO_LEADER`, `OUTCOME_UNKNOWN`).
-    Busy(Problem),
+    Busy(Box<Problem>),
     /// No answer: connection refused, timeout, unreadable body.
     NoAnswer {
         error: String,
@@ -152,12 +163,7 @@ impl Client {
         if endpoints.is_empty() {
             return Err(ClientError::Config("no endpoints given".into()));
         }
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| ClientError::Config(e.to_string()))?;
+        let http = http_client(reqwest::header::HeaderMap::new())?;
         Ok(Client {
             http,
             endpoints,
@@ -166,6 +172,21 @@ impl Client {
             call_timeout: DEFAULT_CALL_TIMEOUT,
             progress: None,
         })
+    }
+
+    /// Sends `key` as `Authorization: Bearer <key>` with every request (a cluster with
+    /// `[auth] enabled`); a key that cannot be a header value is a config error.
+    pub fn with_api_key(mut self, key: &str) -> Result<Client, ClientError> {
+        let mut value =
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+                ClientError::Config("the API key has characters a header cannot carry".into())
+            })?;
+        // Kept out of debug output.
+        value.set_sensitive(true);
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        self.http = http_client(headers)?;
+        Ok(self)
     }
 
     /// How long one call keeps retrying (an acquire's wait comes on top).
@@ -315,7 +336,7 @@ impl Client {
             .await
         {
             Attempt::Final(status, bytes) => answer(endpoint, status, &bytes),
-            Attempt::Busy(problem) => Err(refusal(StatusCode::SERVICE_UNAVAILABLE, problem)),
+            Attempt::Busy(problem) => Err(refusal(StatusCode::SERVICE_UNAVAILABLE, *problem)),
             Attempt::NoAnswer { error, .. } => {
                 let mut trouble = Trouble::default();
                 trouble.unreachable(endpoint, error);
@@ -377,7 +398,7 @@ impl Client {
                 }
                 Attempt::Busy(problem) => {
                     tracing::debug!(endpoint, code = %problem.code, detail = problem.detail, "node busy; retrying");
-                    trouble.busy(endpoint, problem, method != Method::GET);
+                    trouble.busy(endpoint, *problem, method != Method::GET);
                 }
                 Attempt::NoAnswer { error, sent } => {
                     tracing::debug!(endpoint, %error, "no answer; retrying");
@@ -452,7 +473,7 @@ impl Client {
                     String::from_utf8_lossy(&bytes).trim()
                 );
             }
-            return Attempt::Busy(problem);
+            return Attempt::Busy(Box::new(problem));
         }
         Attempt::Final(status, bytes)
     }

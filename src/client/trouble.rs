@@ -24,7 +24,7 @@ pub struct Trouble {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeTrouble {
     /// It answered, but could not serve now (503 `NO_LEADER`, `OUTCOME_UNKNOWN`).
-    Busy(Problem),
+    Busy(Box<Problem>),
     /// No answer: not reachable, or no answer in time.
     Unreachable(String),
 }
@@ -33,7 +33,7 @@ impl Trouble {
     /// `endpoint` answered 503 with `problem`.
     pub(super) fn busy(&mut self, endpoint: &str, problem: Problem, write: bool) {
         self.maybe_applied |= write && problem.code == ErrorCode::OutcomeUnknown;
-        self.set(endpoint, NodeTrouble::Busy(problem));
+        self.set(endpoint, NodeTrouble::Busy(Box::new(problem)));
     }
 
     /// `endpoint` gave no answer; `maybe_applied` when a write was sent before it failed.

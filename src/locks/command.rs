@@ -6,7 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::error::LockError;
-use super::types::{Key, Owner, Token};
+use super::types::{AppName, Key, Owner, Token};
 
 /// One state-machine input. Every variant carries `now_ms`, the proposing leader's
 /// cluster time; applying a command never reads a clock.
@@ -66,6 +66,20 @@ pub enum Command {
         ttl_ms: u64,
         now_ms: u64,
     },
+    /// `command` sent by the authenticated application `app` (auth on). Grants and
+    /// waiters it creates record `app`; renew, release and cancel of another
+    /// application's lock or wait are refused (`NotYourLock`), except that
+    /// `release_any` (the caller's `admin` permission on the key) may release any lock,
+    /// and such a release names `app` as the actor in its event. Added after the
+    /// variants above so that log entries written before auth existed still decode.
+    AsApp {
+        app: AppName,
+        release_any: bool,
+        command: Box<Command>,
+    },
+    /// Free `key` if application `app` holds it, whatever the token or owner (the
+    /// "release by key" of the Release Lock API).
+    ReleaseByApp { key: Key, app: AppName, now_ms: u64 },
 }
 
 impl Command {
@@ -129,6 +143,23 @@ impl Command {
         Command::Handoff { key, now_ms }
     }
 
+    pub fn release_by_app(key: Key, app: AppName, now_ms: u64) -> Command {
+        Command::ReleaseByApp { key, app, now_ms }
+    }
+
+    /// `self` on behalf of `app` (see [`Command::AsApp`]); `None` (auth off) leaves it
+    /// as it is.
+    pub fn as_app(self, app: Option<AppName>, release_any: bool) -> Command {
+        match app {
+            Some(app) => Command::AsApp {
+                app,
+                release_any,
+                command: Box::new(self),
+            },
+            None => self,
+        }
+    }
+
     pub fn sweep(now_ms: u64) -> Command {
         Command::Sweep { now_ms }
     }
@@ -149,7 +180,9 @@ impl Command {
             | Command::Handoff { now_ms, .. }
             | Command::Sweep { now_ms }
             | Command::RefreshLeases { now_ms, .. }
-            | Command::AcquireExclusive { now_ms, .. } => *now_ms,
+            | Command::AcquireExclusive { now_ms, .. }
+            | Command::ReleaseByApp { now_ms, .. } => *now_ms,
+            Command::AsApp { command, .. } => command.now_ms(),
         }
     }
 
@@ -163,7 +196,9 @@ impl Command {
             | Command::ForceRelease { key, .. }
             | Command::CancelWait { key, .. }
             | Command::Handoff { key, .. }
-            | Command::AcquireExclusive { key, .. } => Some(key),
+            | Command::AcquireExclusive { key, .. }
+            | Command::ReleaseByApp { key, .. } => Some(key),
+            Command::AsApp { command, .. } => command.key(),
             Command::Sweep { .. } | Command::RefreshLeases { .. } => None,
         }
     }
@@ -181,6 +216,8 @@ impl Command {
             Command::Sweep { .. } => "sweep",
             Command::RefreshLeases { .. } => "refresh_leases",
             Command::AcquireExclusive { .. } => "acquire_exclusive",
+            Command::ReleaseByApp { .. } => "release_by_app",
+            Command::AsApp { command, .. } => command.kind(),
         }
     }
 }
@@ -241,6 +278,8 @@ pub struct Grant {
     pub ttl_ms: u64,
     /// Lock-delay after this lease expires (0: none).
     pub lock_delay_ms: u64,
+    /// The application that acquired it (`None`: acquired with auth off).
+    pub app: Option<AppName>,
 }
 
 impl Grant {
@@ -277,6 +316,9 @@ pub struct Release {
     pub reason: Option<NotReleased>,
     /// Cluster time of the applied entry.
     pub at_ms: u64,
+    /// A force release, or an admin's release of another application's lock: the
+    /// holder it took the lock from (for the node's audit log).
+    pub forced_from: Option<Grant>,
 }
 
 /// A place in a key's queue.

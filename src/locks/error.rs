@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::command::Grant;
-use super::types::{Key, Owner, Token};
+use super::types::{AppName, Key, Owner, Token};
 
 /// A command the rules refuse. Part of the replicated [`super::Reply`]: every replica
 /// refuses the same command the same way.
@@ -28,6 +28,10 @@ pub enum LockError {
     /// Release by owner from an owner that does not hold the key.
     #[error("{owner} does not hold {key}")]
     NotOwner { key: Key, owner: Owner },
+    /// Renew, release or cancel by an application other than the one that acquired or
+    /// queued (auth on). Last, so that older variants keep their encoding.
+    #[error("application {app} does not hold {key}: another application acquired it")]
+    NotYourLock { key: Key, app: AppName },
 }
 
 /// A snapshot or stored table that breaks the table's invariants.

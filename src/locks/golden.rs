@@ -6,8 +6,11 @@
 //! `release KEY token=T now=N`, `release_by_owner KEY owner=O now=N`,
 //! `force_release KEY now=N`, `cancel_wait KEY owner=O [reason=timeout|disconnected] now=N`,
 //! `handoff KEY now=N`, `sweep now=N`, `refresh live_at=L now=N`,
-//! `acquire_exclusive KEY owner=O ttl=T now=N` (apply; each prints its reply, the changed
-//! keys and its events, indented);
+//! `acquire_exclusive KEY owner=O ttl=T now=N`, `release_by_app KEY app=A now=N` (apply;
+//! each prints its reply, the changed keys and its events, indented). `as=A` on a command
+//! sends it as application A ([`Command::AsApp`]), `admin=true` with it lets A release
+//! any lock; grants, waiters and events show `app=` when they record one and `by=` for
+//! the admin of a force release;
 //! `get KEY now=N`, `by_token token=T now=N`, `live now=N`, `list [prefix=P] [after=K] [limit=L] now=N`,
 //! `validate KEY token=T now=N`, `handoffs now=N`, `next_sweep`, `dump` (queries).
 //! Regenerate with `UPDATE_GOLDENFILES=1 cargo test --release` and review the diff.
@@ -23,11 +26,17 @@ struct TableRunner {
     index: u64,
 }
 
+/// ` app=NAME` when an application is recorded, else nothing.
+fn fmt_app(label: &str, app: Option<&AppName>) -> String {
+    app.map(|a| format!(" {label}={a}")).unwrap_or_default()
+}
+
 fn fmt_grant(g: &Grant) -> String {
     format!(
-        "{} owner={} token={} acquired={} renewed={} expires={} ttl={}{}",
+        "{} owner={}{} token={} acquired={} renewed={} expires={} ttl={}{}",
         g.key,
         g.owner,
+        fmt_app("app", g.app.as_ref()),
         g.token,
         g.acquired_at_ms,
         g.renewed_at_ms,
@@ -44,11 +53,13 @@ fn fmt_grant(g: &Grant) -> String {
 fn fmt_event(e: &Event) -> String {
     let token = e.token.map(|t| format!(" token={t}")).unwrap_or_default();
     format!(
-        "{} {} owner={}{token} at={}",
+        "{} {} owner={}{}{token} at={}{}",
         e.kind.as_str(),
         e.key,
         e.owner,
-        e.at_ms
+        fmt_app("app", e.app.as_ref()),
+        e.at_ms,
+        fmt_app("by", e.by.as_ref()),
     )
 }
 
@@ -63,8 +74,13 @@ fn fmt_state(st: &KeyState) -> String {
     for w in &st.waiters {
         write!(
             out,
-            "\n  waiter {} ttl={} delay={} queued={} until={}",
-            w.owner, w.ttl_ms, w.lock_delay_ms, w.queued_at_ms, w.wait_until_ms
+            "\n  waiter {}{} ttl={} delay={} queued={} until={}",
+            w.owner,
+            fmt_app("app", w.app.as_ref()),
+            w.ttl_ms,
+            w.lock_delay_ms,
+            w.queued_at_ms,
+            w.wait_until_ms
         )
         .unwrap();
     }
@@ -115,6 +131,11 @@ impl goldenscript::Runner for TableRunner {
         let now = |args: &mut goldenscript::ArgumentConsumer| -> Result<u64, Box<dyn Error>> {
             Ok(args.lookup_parse("now")?.ok_or("now= not given")?)
         };
+        let caller = args
+            .lookup("as")
+            .map(|a| AppName::parse(a.value.as_str()))
+            .transpose()?;
+        let admin = args.lookup_parse("admin")?.unwrap_or(false);
         let cmd = match command.name.as_str() {
             "acquire" => {
                 let key = key(&mut args)?;
@@ -174,6 +195,12 @@ impl goldenscript::Runner for TableRunner {
                         .as_str(),
                 )?;
                 Some(Command::release_by_owner(key, owner, now(&mut args)?))
+            }
+            "release_by_app" => {
+                let key = key(&mut args)?;
+                let app =
+                    AppName::parse(args.lookup("app").ok_or("app= not given")?.value.as_str())?;
+                Some(Command::release_by_app(key, app, now(&mut args)?))
             }
             "force_release" => {
                 let key = key(&mut args)?;
@@ -260,6 +287,7 @@ impl goldenscript::Runner for TableRunner {
         };
         args.reject_rest()?;
         if let Some(cmd) = cmd {
+            let cmd = cmd.as_app(caller, admin);
             self.index += 1;
             let applied = self.table.apply(self.index, &cmd);
             self.table.assert_consistent();
@@ -314,6 +342,8 @@ golden_scripts! {
     acquire_exclusive,
     acquire_idempotent,
     acquire_release,
+    app_ownership,
+    app_queue,
     cancel_wait,
     expiry_boundary,
     force_release,

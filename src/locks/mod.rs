@@ -31,6 +31,17 @@
 //! Every change is also reported as an [`Event`] with the entry's index, so watchers see
 //! the same history on every replica.
 //!
+//! # Applications
+//! With auth on, the API sends every lock command as [`Command::AsApp`]: the
+//! authenticated application is recorded on the grant or waiter it creates, and a
+//! renew, release or cancel of another application's lock or wait is refused
+//! ([`LockError::NotYourLock`]) whatever token or owner it names — unless the caller has
+//! `admin` on the key (`release_any`), whose release of another application's lock is
+//! reported as `force_released` with the admin in `by`. An owner name is unique per
+//! application: two applications may both call their worker `w1`.
+//! [`Command::ReleaseByApp`] frees the lock an application holds on a key. Without a
+//! caller (auth off) applications are never compared.
+//!
 //! # Idempotency
 //! Every command can be retried after a lost reply: acquire by the same owner returns
 //! the same grant (lease extended), renew by token extends again, release by token
@@ -77,6 +88,8 @@ pub use command::{
 };
 pub use error::{LockError, SnapshotError};
 pub use event::{Event, EventKind};
-pub use key_state::{KeyState, Waiter};
+pub use key_state::{same_app, KeyState, Waiter};
 pub use table::{Applied, LockTable, TableSnapshot, Validation};
-pub use types::{InvalidInput, Key, Owner, Token, MAX_KEY_LEN, MAX_OWNER_LEN};
+pub use types::{
+    AppName, InvalidInput, Key, Owner, Token, MAX_APP_LEN, MAX_KEY_LEN, MAX_OWNER_LEN,
+};

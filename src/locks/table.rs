@@ -10,8 +10,8 @@ use super::command::{
 };
 use super::error::{LockError, SnapshotError};
 use super::event::{Event, EventKind};
-use super::key_state::{KeyState, Waiter};
-use super::types::{Key, Owner, Token};
+use super::key_state::{same_app, KeyState, Waiter};
+use super::types::{AppName, Key, Owner, Token};
 
 /// The result of applying one command.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,14 +80,19 @@ struct Step {
     granted: bool,
     events: Vec<Event>,
     changed: BTreeSet<Key>,
+    /// The application the command came from ([`Command::AsApp`]); `None`: auth off.
+    caller: Option<AppName>,
+    /// The caller may release any lock on the key (`admin`).
+    release_any: bool,
 }
 
 impl Step {
+    /// An event about a grant or wait of application `app`.
     fn event(
         &mut self,
         key: &Key,
         kind: EventKind,
-        owner: &Owner,
+        (owner, app): (&Owner, Option<&AppName>),
         token: Option<Token>,
         at_ms: u64,
     ) {
@@ -99,14 +104,34 @@ impl Step {
             token,
             at_ms,
             expires_at_ms: None,
+            app: app.cloned(),
+            by: None,
         });
     }
 
     /// An `acquired` or `renewed` event of `grant`, at this step's time.
     fn grant_event(&mut self, kind: EventKind, grant: &Grant) {
-        self.event(&grant.key, kind, &grant.owner, Some(grant.token), self.now);
+        let who = (&grant.owner, grant.app.as_ref());
+        self.event(&grant.key, kind, who, Some(grant.token), self.now);
         if let Some(e) = self.events.last_mut() {
             e.expires_at_ms = Some(grant.expires_at_ms);
+        }
+    }
+
+    /// Does `recorded` (a grant's or waiter's application) belong to the caller?
+    fn owns(&self, recorded: Option<&AppName>) -> bool {
+        same_app(recorded, self.caller.as_ref())
+    }
+
+    /// The refusal of a caller acting on another application's lock or wait.
+    fn not_yours(&self, key: &Key) -> Reply {
+        match &self.caller {
+            Some(app) => Reply::Refused(LockError::NotYourLock {
+                key: key.clone(),
+                app: app.clone(),
+            }),
+            // `owns` is true for every grant without a caller; kept total all the same.
+            None => Reply::Nothing,
         }
     }
 }
@@ -124,12 +149,22 @@ impl LockTable {
     pub fn apply(&mut self, index: u64, cmd: &Command) -> Applied {
         let now = cmd.now_ms().max(self.now_ms);
         self.now_ms = now;
+        let (cmd, caller, release_any) = match cmd {
+            Command::AsApp {
+                app,
+                release_any,
+                command,
+            } => (&**command, Some(app.clone()), *release_any),
+            other => (other, None, false),
+        };
         let mut step = Step {
             index,
             now,
             granted: false,
             events: Vec::new(),
             changed: BTreeSet::new(),
+            caller,
+            release_any,
         };
         let reply = match cmd {
             Command::Sweep { .. } => self.sweep(&mut step),
@@ -173,14 +208,34 @@ impl LockTable {
             }
             Command::Renew { token, ttl_ms, .. } => {
                 self.settle(st, step, Grants::Allowed);
-                renew(st, *token, *ttl_ms, step)
+                match st.holder.as_ref() {
+                    Some(h) if !step.owns(h.app.as_ref()) => step.not_yours(&st.key),
+                    _ => renew(st, *token, *ttl_ms, step),
+                }
             }
             Command::Release { token, .. } => {
                 self.settle(st, step, Grants::Allowed);
                 let reply = match st.holder.as_ref() {
-                    Some(h) if h.token == *token => release(st, EventKind::Released, step),
+                    Some(h) if !step.owns(h.app.as_ref()) && !step.release_any => {
+                        step.not_yours(&st.key)
+                    }
+                    Some(h) if h.token == *token => {
+                        let kind = release_kind(step, h);
+                        release(st, kind, step)
+                    }
                     Some(_) => not_released(&st.key, NotReleased::TokenMismatch, step.now),
                     None => not_released(&st.key, NotReleased::NotHeld, step.now),
+                };
+                self.settle(st, step, Grants::Allowed);
+                reply
+            }
+            Command::ReleaseByApp { app, .. } => {
+                self.settle(st, step, Grants::Allowed);
+                let reply = match st.holder.as_ref() {
+                    Some(h) if h.app.as_ref() == Some(app) => {
+                        release(st, EventKind::Released, step)
+                    }
+                    _ => not_released(&st.key, NotReleased::NotHeld, step.now),
                 };
                 self.settle(st, step, Grants::Allowed);
                 reply
@@ -188,7 +243,13 @@ impl LockTable {
             Command::ReleaseByOwner { owner, .. } => {
                 self.settle(st, step, Grants::Allowed);
                 let reply = match st.holder.as_ref() {
-                    Some(h) if &h.owner == owner => release(st, EventKind::Released, step),
+                    Some(h) if !step.owns(h.app.as_ref()) && !step.release_any => {
+                        step.not_yours(&st.key)
+                    }
+                    Some(h) if &h.owner == owner => {
+                        let kind = release_kind(step, h);
+                        release(st, kind, step)
+                    }
                     Some(_) => Reply::Refused(LockError::NotOwner {
                         key: st.key.clone(),
                         owner: owner.clone(),
@@ -235,8 +296,11 @@ impl LockTable {
                     None => acquire(st, owner, AcquireOptions::ttl(*ttl_ms), step),
                 }
             }
-            // Table-wide commands are applied by `apply` itself.
-            Command::Sweep { .. } | Command::RefreshLeases { .. } => Reply::Nothing,
+            // Table-wide commands are applied by `apply` itself, which also unwraps one
+            // `AsApp`; a nested one is never proposed.
+            Command::Sweep { .. } | Command::RefreshLeases { .. } | Command::AsApp { .. } => {
+                Reply::Nothing
+            }
         }
     }
 
@@ -252,7 +316,7 @@ impl LockTable {
             step.event(
                 &st.key,
                 EventKind::Expired,
-                &h.owner,
+                (&h.owner, h.app.as_ref()),
                 Some(h.token),
                 h.expires_at_ms,
             );
@@ -266,7 +330,7 @@ impl LockTable {
                 step.event(
                     &st.key,
                     EventKind::WaitTimeout,
-                    &w.owner,
+                    (&w.owner, w.app.as_ref()),
                     None,
                     w.wait_until_ms,
                 );
@@ -283,7 +347,7 @@ impl LockTable {
             && st.delay_until_ms == 0
         {
             if let Some(w) = st.waiters.pop_front() {
-                let grant = new_grant(&st.key, &w.owner, w.ttl_ms, w.lock_delay_ms, step);
+                let grant = new_grant(&st.key, &w, step);
                 st.holder = Some(grant);
             }
         }
@@ -557,7 +621,7 @@ impl LockTable {
             );
             let mut owners = BTreeSet::new();
             assert!(
-                st.waiters.iter().all(|w| owners.insert(&w.owner)),
+                st.waiters.iter().all(|w| owners.insert((&w.app, &w.owner))),
                 "owner queued twice on {k}"
             );
         }
@@ -568,7 +632,7 @@ impl LockTable {
 fn acquire(st: &mut KeyState, owner: &Owner, options: AcquireOptions, step: &mut Step) -> Reply {
     let now = step.now;
     if let Some(h) = st.holder.as_mut() {
-        if &h.owner == owner {
+        if &h.owner == owner && same_app(h.app.as_ref(), step.caller.as_ref()) {
             // Idempotent for its owner: the same grant, its lease extended.
             h.ttl_ms = options.ttl_ms;
             h.lock_delay_ms = options.lock_delay_ms;
@@ -593,7 +657,15 @@ fn acquire(st: &mut KeyState, owner: &Owner, options: AcquireOptions, step: &mut
         }
         return enqueue(st, owner, options, step);
     }
-    let grant = new_grant(&st.key, owner, options.ttl_ms, options.lock_delay_ms, step);
+    let request = Waiter {
+        owner: owner.clone(),
+        ttl_ms: options.ttl_ms,
+        lock_delay_ms: options.lock_delay_ms,
+        queued_at_ms: now,
+        wait_until_ms: now,
+        app: step.caller.clone(),
+    };
+    let grant = new_grant(&st.key, &request, step);
     st.holder = Some(grant.clone());
     Reply::Granted(grant)
 }
@@ -603,7 +675,8 @@ fn acquire(st: &mut KeyState, owner: &Owner, options: AcquireOptions, step: &mut
 fn enqueue(st: &mut KeyState, owner: &Owner, options: AcquireOptions, step: &mut Step) -> Reply {
     let now = step.now;
     let wait_until_ms = now.saturating_add(options.wait_ms);
-    match st.waiters.iter_mut().find(|w| &w.owner == owner) {
+    let app = step.caller.clone();
+    match st.waiters.iter_mut().find(|w| w.is(owner, app.as_ref())) {
         Some(w) => {
             w.wait_until_ms = wait_until_ms;
             w.ttl_ms = options.ttl_ms;
@@ -616,15 +689,16 @@ fn enqueue(st: &mut KeyState, owner: &Owner, options: AcquireOptions, step: &mut
                 lock_delay_ms: options.lock_delay_ms,
                 queued_at_ms: now,
                 wait_until_ms,
+                app: app.clone(),
             });
-            step.event(&st.key, EventKind::Queued, owner, None, now);
+            step.event(&st.key, EventKind::Queued, (owner, app.as_ref()), None, now);
         }
     }
     step.changed.insert(st.key.clone());
     Reply::Queued(Queued {
         key: st.key.clone(),
         owner: owner.clone(),
-        position: st.position(owner, now).unwrap_or(0),
+        position: st.position(owner, app.as_ref(), now).unwrap_or(0),
         wait_until_ms,
     })
 }
@@ -648,10 +722,29 @@ fn renew(st: &mut KeyState, token: Token, ttl_ms: Option<u64>, step: &mut Step) 
     }
 }
 
-/// Frees a settled key's holder (no lock-delay: that follows only an expiry).
+/// How a release of `holder` by the step's caller is reported: an admin's release of
+/// another application's lock is a force release, and names the admin (audit).
+fn release_kind(step: &Step, holder: &Grant) -> EventKind {
+    if step.caller.is_some() && holder.app != step.caller {
+        EventKind::ForceReleased
+    } else {
+        EventKind::Released
+    }
+}
+
+/// Frees a settled key's holder (no lock-delay: that follows only an expiry). A forced
+/// release names the acting application, if any.
 fn release(st: &mut KeyState, kind: EventKind, step: &mut Step) -> Reply {
+    let mut forced_from = None;
     if let Some(h) = st.holder.take() {
-        step.event(&st.key, kind, &h.owner, Some(h.token), step.now);
+        let who = (&h.owner, h.app.as_ref());
+        step.event(&st.key, kind, who, Some(h.token), step.now);
+        if kind == EventKind::ForceReleased {
+            if let Some(e) = step.events.last_mut() {
+                e.by = step.caller.clone();
+            }
+            forced_from = Some(h);
+        }
         step.changed.insert(st.key.clone());
     }
     Reply::Released(Release {
@@ -659,26 +752,39 @@ fn release(st: &mut KeyState, kind: EventKind, step: &mut Step) -> Reply {
         released: true,
         reason: None,
         at_ms: step.now,
+        forced_from,
     })
 }
 
 fn cancel_wait(st: &mut KeyState, owner: &Owner, reason: CancelReason, step: &mut Step) -> Reply {
     let now = step.now;
-    let was_queued = match st.waiters.iter().position(|w| &w.owner == owner) {
+    let app = step.caller.clone();
+    let queued = st.waiters.iter().position(|w| w.is(owner, app.as_ref()));
+    let holds = st
+        .holder
+        .as_ref()
+        .is_some_and(|h| &h.owner == owner && step.owns(h.app.as_ref()));
+    // Another application's wait or grant under this owner name: not the caller's to end.
+    let foreign = st.waiters.iter().any(|w| &w.owner == owner)
+        || st.holder.as_ref().is_some_and(|h| &h.owner == owner);
+    if queued.is_none() && !holds && foreign {
+        return step.not_yours(&st.key);
+    }
+    let was_queued = match queued {
         Some(i) => {
-            st.waiters.remove(i);
+            let w = st.waiters.remove(i).expect("position is in the queue");
             let kind = match reason {
                 CancelReason::Timeout => EventKind::WaitTimeout,
                 CancelReason::Disconnected => EventKind::WaitCancelled,
             };
-            step.event(&st.key, kind, owner, None, now);
+            step.event(&st.key, kind, (owner, w.app.as_ref()), None, now);
             step.changed.insert(st.key.clone());
             true
         }
         None => false,
     };
     let released = match st.holder.as_ref() {
-        Some(h) if &h.owner == owner => {
+        Some(h) if holds => {
             let token = h.token;
             release(st, EventKind::Released, step);
             Some(token)
@@ -692,21 +798,23 @@ fn cancel_wait(st: &mut KeyState, owner: &Owner, reason: CancelReason, step: &mu
     }
 }
 
-/// A new grant by this entry: its index is the token.
-fn new_grant(key: &Key, owner: &Owner, ttl_ms: u64, lock_delay_ms: u64, step: &mut Step) -> Grant {
+/// A new grant by this entry for the acquire `w` (a waiter, or a request granted at
+/// once): its index is the token.
+fn new_grant(key: &Key, w: &Waiter, step: &mut Step) -> Grant {
     // Tokens are the granting entry's index: a second grant in one entry would hand two
     // holders the same token, and fencing would no longer tell them apart.
     assert!(!step.granted, "one entry grants at most one lock");
     step.granted = true;
     let grant = Grant {
         key: key.clone(),
-        owner: owner.clone(),
+        owner: w.owner.clone(),
         token: Token(step.index),
         acquired_at_ms: step.now,
         renewed_at_ms: step.now,
-        expires_at_ms: step.now.saturating_add(ttl_ms),
-        ttl_ms,
-        lock_delay_ms,
+        expires_at_ms: step.now.saturating_add(w.ttl_ms),
+        ttl_ms: w.ttl_ms,
+        lock_delay_ms: w.lock_delay_ms,
+        app: w.app.clone(),
     };
     step.grant_event(EventKind::Acquired, &grant);
     step.changed.insert(key.clone());
@@ -719,5 +827,6 @@ fn not_released(key: &Key, reason: NotReleased, now: u64) -> Reply {
         released: false,
         reason: Some(reason),
         at_ms: now,
+        forced_from: None,
     })
 }

@@ -1,4 +1,4 @@
-//! Validated newtypes: [`Key`], [`Owner`], [`Token`].
+//! Validated newtypes: [`Key`], [`Owner`], [`Token`], [`AppName`].
 //!
 //! A `Key` or `Owner` exists only if it is valid, so the rest of the crate never checks
 //! again. Deserialisation validates too (`serde(try_from)`), so a corrupt snapshot or a
@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize, Serializer};
 pub const MAX_KEY_LEN: usize = 255;
 /// Longest owner, in bytes.
 pub const MAX_OWNER_LEN: usize = 255;
+/// Longest application name, in bytes.
+pub const MAX_APP_LEN: usize = 64;
 /// How much of a bad input an error message quotes.
 const QUOTE_LEN: usize = 40;
 
@@ -28,6 +30,8 @@ pub enum InvalidInput {
     Key(String),
     #[error("{0}")]
     Owner(String),
+    #[error("{0}")]
+    App(String),
 }
 
 /// A lock name: 1 to 255 bytes of `[A-Za-z0-9._:-]`.
@@ -40,12 +44,23 @@ pub struct Key(Arc<str>);
 #[serde(try_from = "String")]
 pub struct Owner(Arc<str>);
 
+/// An authenticated application (a name from the keys file): 1 to 64 bytes of
+/// `[A-Za-z0-9._-]`. Recorded on grants and waiters when auth is on, so that only the
+/// application that acquired a lock may renew or release it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct AppName(Arc<str>);
+
 /// A fencing token: the Raft log index of the entry that granted the lock.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Token(pub u64);
 
 fn is_key_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-')
+}
+
+fn is_app_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
 }
 
 fn is_owner_byte(b: u8) -> bool {
@@ -120,6 +135,46 @@ impl From<Key> for String {
 impl Serialize for Key {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.0)
+    }
+}
+
+impl AppName {
+    /// Validates `s` as an application name.
+    pub fn parse(s: impl Into<String>) -> Result<AppName, InvalidInput> {
+        let s = s.into();
+        check(
+            &s,
+            "application name",
+            MAX_APP_LEN,
+            is_app_byte,
+            "[A-Za-z0-9._-]",
+        )
+        .map_err(InvalidInput::App)?;
+        Ok(AppName(s.into()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for AppName {
+    type Error = InvalidInput;
+    fn try_from(s: String) -> Result<AppName, InvalidInput> {
+        AppName::parse(s)
+    }
+}
+
+impl Serialize for AppName {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl fmt::Display for AppName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -225,6 +280,20 @@ mod tests {
     #[test_case("naïve" ; "unicode")]
     fn invalid_owners(s: &str) {
         assert!(matches!(Owner::parse(s), Err(InvalidInput::Owner(_))));
+    }
+
+    #[test_case("billing" ; "word")]
+    #[test_case("ops.team_2-eu" ; "punctuation")]
+    fn valid_app_names(s: &str) {
+        assert_eq!(AppName::parse(s).unwrap().as_str(), s);
+    }
+
+    #[test_case("" ; "empty")]
+    #[test_case("a:b" ; "colon")]
+    #[test_case("a b" ; "space")]
+    #[test_case(&"a".repeat(65) ; "too long")]
+    fn invalid_app_names(s: &str) {
+        assert!(matches!(AppName::parse(s), Err(InvalidInput::App(_))));
     }
 
     #[test]

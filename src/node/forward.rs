@@ -2,7 +2,8 @@
 //!
 //! Which requests are relayed, and with which deadline, is decided by `api::relay`; this
 //! module only carries them. A follower that receives a write or a linearizable read
-//! sends the same request (method, path and query, content type, body) to the leader's
+//! sends the same request (method, path and query, content type, body, and with auth
+//! on the caller's signed identity instead of its API key) to the leader's
 //! API address and relays the answer unchanged. Rules, after the forwarding bugs Jepsen found in other Raft stores:
 //! - **One hop.** A relayed request carries [`FORWARDED_BY_HEADER`]; a node that gets such
 //!   a request and is not the leader answers `NO_LEADER` instead of relaying it again, so
@@ -26,6 +27,9 @@ use crate::NodeId;
 
 /// Set on a relayed request to the id of the node that relayed it.
 pub const FORWARDED_BY_HEADER: &str = "x-baton-forwarded-by";
+/// The caller's application, bound to the request and the cluster secret (auth on; see
+/// `auth::relayed`). The API key itself is not relayed: the receiving node checked it.
+pub const PRINCIPAL_HEADER: &str = "x-baton-principal";
 /// Request id that travels with a relayed request, for log correlation.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -101,12 +105,7 @@ impl Forwarder {
             .timeout(timeout.unwrap_or(self.timeout))
             .header(FORWARDED_BY_HEADER, self.node_id.to_string())
             .body(body);
-        for name in [
-            CONTENT_TYPE.as_str(),
-            REQUEST_ID_HEADER,
-            "authorization",
-            "x-api-key",
-        ] {
+        for name in [CONTENT_TYPE.as_str(), REQUEST_ID_HEADER, PRINCIPAL_HEADER] {
             if let Some(v) = headers.get(name) {
                 req = req.header(name, v.clone());
             }

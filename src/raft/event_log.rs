@@ -320,7 +320,7 @@ impl EventLog {
             if !k.starts_with(prefix) {
                 break;
             }
-            let event: Event = codec::decode(&value)?;
+            let event = Event::decode_stored(&value)?;
             if out.len() >= limit && out.last().is_some_and(|l: &Event| l.index != event.index) {
                 // Never split one entry's events between two reads.
                 break;
@@ -388,6 +388,8 @@ mod tests {
             token: Some(crate::locks::Token(index)),
             at_ms: index,
             expires_at_ms: None,
+            app: None,
+            by: None,
         }
     }
 

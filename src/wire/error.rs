@@ -39,6 +39,11 @@ pub enum ErrorCode {
     Internal,
     /// A request to the peer-only Raft listener without the right cluster secret (401).
     Unauthorized,
+    /// Auth is on and the request carries no API key, or one the node does not know
+    /// (401). The body also has `"success": false` and `"error": "Invalid API key"`.
+    InvalidApiKey,
+    /// The caller's application lacks the permission for this key or endpoint (403).
+    Forbidden,
     /// Never sent by a node: what a client makes of a code it does not know (a newer
     /// server) or of an error answer without one (a proxy in between).
     #[default]
@@ -48,7 +53,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code a node sends, in the README's order.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::InvalidKey,
         ErrorCode::InvalidRequest,
         ErrorCode::PayloadTooLarge,
@@ -62,6 +67,8 @@ impl ErrorCode {
         ErrorCode::TooManyConnections,
         ErrorCode::Internal,
         ErrorCode::Unauthorized,
+        ErrorCode::InvalidApiKey,
+        ErrorCode::Forbidden,
     ];
 
     /// The code as it appears on the wire.
@@ -80,6 +87,8 @@ impl ErrorCode {
             ErrorCode::TooManyConnections => "TOO_MANY_CONNECTIONS",
             ErrorCode::Internal => "INTERNAL",
             ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::InvalidApiKey => "INVALID_API_KEY",
+            ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::Unknown => "UNKNOWN",
         }
     }
@@ -122,6 +131,9 @@ pub struct Problem {
     pub code: ErrorCode,
     /// A sentence saying what went wrong, for people.
     pub detail: String,
+    /// With `INVALID_API_KEY`: `"Invalid API key"`, as the Release Lock API answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// With a `LOCK_HELD` from another owner: its grant (written with its fields in
     /// alphabetical order, as the server always wrote it here).
     #[serde(
@@ -131,6 +143,9 @@ pub struct Problem {
     pub holder: Option<Lease>,
     /// The HTTP status, repeated in the body.
     pub status: u16,
+    /// With `INVALID_API_KEY`: `false`, as the Release Lock API answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub success: Option<bool>,
     /// A short title of the code.
     pub title: String,
     /// [`ErrorCode::type_uri`].
@@ -173,8 +188,10 @@ impl Problem {
             available_at: None,
             code,
             detail: detail.into(),
+            error: None,
             holder: None,
             status,
+            success: None,
             title: title.to_string(),
             type_uri: code.type_uri(),
         }

@@ -342,6 +342,12 @@ pub struct LockEvent {
     /// For `acquired` and `renewed`: when the lease now runs out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// With auth on: the application of the grant or waiter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// With auth on, for `force_released`: the application that forced the release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 impl From<&locks::Event> for LockEvent {
@@ -354,6 +360,8 @@ impl From<&locks::Event> for LockEvent {
             token: e.token.map(|t| t.0),
             at: rfc3339_ms(e.at_ms),
             expires_at: e.expires_at_ms.map(rfc3339_ms),
+            app: e.app.as_ref().map(|a| a.to_string()),
+            by: e.by.as_ref().map(|a| a.to_string()),
         }
     }
 }
@@ -435,6 +443,7 @@ mod tests {
             expires_at_ms: 31_000,
             ttl_ms: 30_000,
             lock_delay_ms: 0,
+            app: None,
         }
     }
 

@@ -33,6 +33,9 @@ pub struct Options {
     pub raft_extra: String,
     /// `api.request_timeout_ms`: then a write is `OUTCOME_UNKNOWN`.
     pub request_timeout_ms: u64,
+    /// With auth on: the keys file's text (written to `keys` in the cluster's dir), and
+    /// the API key the helpers (`call`, `leader`, `wait_ready`…) send.
+    pub auth: Option<(String, String)>,
 }
 
 impl Default for Options {
@@ -47,6 +50,7 @@ impl Default for Options {
             api_extra: String::new(),
             raft_extra: String::new(),
             request_timeout_ms: 5_000,
+            auth: None,
         }
     }
 }
@@ -65,6 +69,10 @@ pub struct TestCluster {
     pub config_path: PathBuf,
     pub nodes: BTreeMap<u64, TestNode>,
     pub http: reqwest::Client,
+    /// The API key the helpers send (auth on).
+    pub api_key: Option<String>,
+    /// The keys file (auth on).
+    pub keys_path: PathBuf,
 }
 
 /// Free loopback ports, distinct from each other: every listener is held until all are
@@ -114,6 +122,14 @@ impl TestCluster {
             opts.snapshot_after_entries, opts.keep_entries_after_snapshot, opts.sweep_interval_ms, opts.raft_extra, opts.min_ttl_ms,
             opts.request_timeout_ms, opts.api_extra
         ));
+        let keys_path = dir.path().join("keys");
+        if let Some((keys, _)) = &opts.auth {
+            std::fs::write(&keys_path, keys).expect("write keys file");
+            toml.push_str(&format!(
+                "\n[auth]\nenabled = true\nkeys_file = \"{}\"\n",
+                keys_path.display()
+            ));
+        }
         let config_path = dir.path().join("cluster.toml");
         std::fs::write(&config_path, toml).expect("write config");
         let http = reqwest::Client::builder()
@@ -127,6 +143,8 @@ impl TestCluster {
             config_path,
             nodes,
             http,
+            api_key: opts.auth.map(|(_, key)| key),
+            keys_path,
         };
         let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
         for id in ids {
@@ -240,12 +258,19 @@ impl TestCluster {
 
     pub async fn cluster_view(&self, id: u64) -> Option<Value> {
         let r = self
-            .http
-            .get(format!("http://{}/v1/cluster", self.api(id)))
+            .authorized(self.http.get(format!("http://{}/v1/cluster", self.api(id))))
             .send()
             .await
             .ok()?;
         r.json().await.ok()
+    }
+
+    /// `req` with the helpers' API key, if auth is on.
+    pub fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.api_key {
+            Some(key) => req.bearer_auth(key),
+            None => req,
+        }
     }
 
     /// Waits until all running nodes agree on a leader among the running nodes; returns it.
@@ -292,9 +317,10 @@ impl TestCluster {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("http://{}{}", self.api(node), path));
+        let mut req = self.authorized(
+            self.http
+                .request(method, format!("http://{}{}", self.api(node), path)),
+        );
         if let Some(b) = body {
             req = req.json(&b);
         }
