@@ -421,11 +421,12 @@ async fn an_admin_release_of_another_applications_lock_is_audited_in_the_event_s
         assert!(Instant::now() < deadline, "no force_released event");
     }
     let deadline = Instant::now() + READY_TIMEOUT;
-    while !c.log(follower).contains("lock force-released") {
+    // The leader served the relayed request, and logs it.
+    while !c.log(leader).contains("lock force-released") {
         assert!(
             Instant::now() < deadline,
-            "no warn line on node {follower}:\n{}",
-            c.log(follower)
+            "no warn line on node {leader}:\n{}",
+            c.log(leader)
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
