@@ -78,6 +78,10 @@ export interface LockEvent {
   token?: number | null;
   at: string;
   expires_at?: string | null;
+  /** With auth on: the application of the grant or waiter. */
+  app?: string;
+  /** With auth on, on `force_released`: the application that forced the release. */
+  by?: string;
 }
 
 /** An RFC 9457 problem body with Baton's stable `code`. */
@@ -91,6 +95,10 @@ export interface Problem {
   holder?: Lease;
   /** With `LOCK_HELD` during a lock-delay: when the key becomes available. */
   available_at?: string;
+  /** With `INVALID_API_KEY`: `false` (the Release Lock API's shape). */
+  success?: boolean;
+  /** With `INVALID_API_KEY`: `"Invalid API key"`. */
+  error?: string;
 }
 
 /** Codes a client may retry (on any node): the cluster could not decide now. */
