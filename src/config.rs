@@ -136,9 +136,13 @@ pub struct RaftConfig {
 impl Default for RaftConfig {
     fn default() -> Self {
         Self {
-            heartbeat_interval_ms: 100,
-            election_timeout_min_ms: 500,
-            election_timeout_max_ms: 1000,
+            // A leader crash costs about election_timeout_max + the survivors' earliest
+            // sampled timeout + a commit (openraft waits out its leader lease, then the
+            // timeout): 200-400 ms gives a first write through a follower in ~0.8 s
+            // (scripts/chaos/failover.sh; 500-1000 ms gave 1.7 s).
+            heartbeat_interval_ms: 50,
+            election_timeout_min_ms: 200,
+            election_timeout_max_ms: 400,
             snapshot_after_entries: 20_000,
             keep_entries_after_snapshot: 1_000,
             sweep_interval_ms: 250,
