@@ -23,7 +23,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::Stream;
 use tokio::sync::{broadcast, mpsc};
 
-use crate::node::KeyEvents;
+use crate::node::{KeyEvents, KeyUpdate};
 
 use super::extract::{ApiQuery, LockKey};
 use super::problem::ApiError;
@@ -91,7 +91,17 @@ async fn produce(
     loop {
         tokio::select! {
             received = live.recv() => match received {
-                Ok(batch) => {
+                // Entries up to a snapshot were never applied here: whoever has not seen
+                // everything before it starts over (`catch_up` sends the `reset`).
+                Ok(KeyUpdate::Restarted { first_index }) => {
+                    if sent.saturating_add(1) < first_index {
+                        match catch_up(&node, &key, sent, &tx).await {
+                            Some(s) => sent = s,
+                            None => return,
+                        }
+                    }
+                }
+                Ok(KeyUpdate::Events(batch)) => {
                     let mine: Vec<&Event> = batch.iter().filter(|e| e.key == key && e.index > sent).collect();
                     if let Some(last) = mine.last() {
                         let last = last.index;
@@ -136,6 +146,8 @@ async fn catch_up(node: &Node, key: &Key, after: u64, tx: &mpsc::Sender<SseEvent
             let data = serde_json::to_string(&data).unwrap_or_default();
             let reset = SseEvent::default().event("reset").data(data);
             tx.send(reset).await.ok()?;
+            // The client re-reads the lock and is complete up to here.
+            sent = first - 1;
         }
         checked_gap = true;
         let refs: Vec<&Event> = events.iter().collect();

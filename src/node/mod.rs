@@ -52,7 +52,7 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::raft::event_log::EventLog;
-pub use crate::raft::event_log::KeyEvents;
+pub use crate::raft::event_log::{KeyEvents, KeyUpdate};
 use crate::raft::state_machine::{with_table, SharedTable};
 use crate::raft::typ;
 use crate::NodeId;

@@ -69,7 +69,7 @@ struct Inner {
     /// Watchers of one key. An entry exists while its key has a watcher (it is removed
     /// when the last one is dropped), so the map is as large as the number of distinct
     /// watched keys, which connection caps bound.
-    by_key: Mutex<HashMap<Key, broadcast::Sender<Arc<[Event]>>>>,
+    by_key: Mutex<HashMap<Key, broadcast::Sender<KeyUpdate>>>,
     /// Events before this index are gone (pruned, or before an installed snapshot).
     stored_from: AtomicU64,
     /// Index of the newest stored event (0: none).
@@ -78,16 +78,27 @@ struct Inner {
 }
 
 impl Inner {
-    fn by_key(&self) -> MutexGuard<'_, HashMap<Key, broadcast::Sender<Arc<[Event]>>>> {
+    fn by_key(&self) -> MutexGuard<'_, HashMap<Key, broadcast::Sender<KeyUpdate>>> {
         // The map stays consistent whatever a panicking holder did: every change is one
         // insert or remove.
         self.by_key.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
+/// What a watcher of one key is told (see [`EventLog::subscribe_key`]).
+#[derive(Clone, Debug)]
+pub enum KeyUpdate {
+    /// The key's events of one applied batch, in log order.
+    Events(Arc<[Event]>),
+    /// A snapshot was installed: the entries up to it were never applied here, so their
+    /// events do not exist on this node, and the history goes on from `first_index`.
+    /// A watcher that has not seen everything before it must start over (`reset`).
+    Restarted { first_index: u64 },
+}
+
 /// Live events of one key, in batches in log order (see [`EventLog::subscribe_key`]).
 pub struct KeyEvents {
-    rx: broadcast::Receiver<Arc<[Event]>>,
+    rx: broadcast::Receiver<KeyUpdate>,
     key: Key,
     inner: Arc<Inner>,
 }
@@ -95,7 +106,7 @@ pub struct KeyEvents {
 impl KeyEvents {
     /// The next batch of this key's events; `Lagged` when some were missed (read them
     /// from storage), `Closed` when the node stopped.
-    pub async fn recv(&mut self) -> Result<Arc<[Event]>, broadcast::error::RecvError> {
+    pub async fn recv(&mut self) -> Result<KeyUpdate, broadcast::error::RecvError> {
         self.rx.recv().await
     }
 }
@@ -234,6 +245,20 @@ impl EventLog {
         let _ = self.inner.live.send(events.into());
     }
 
+    /// Call after a snapshot install's batch (staged with [`Self::drop_before`]) is
+    /// written: the history now starts at `first_index`, and every watcher is told, since
+    /// the events of the entries the snapshot covers will never be published here (found
+    /// by the chaos suite: a follower that caught up by snapshot after a restart sent its
+    /// live watchers the events after the snapshot, silently skipping a thousand entries).
+    pub fn restarted(&self, first_index: u64) {
+        self.inner
+            .stored_from
+            .fetch_max(first_index, Ordering::Relaxed);
+        for tx in self.inner.by_key().values() {
+            let _ = tx.send(KeyUpdate::Restarted { first_index });
+        }
+    }
+
     /// Sends each watched key its own events of the batch; unwatched keys cost a lookup.
     fn publish_by_key(&self, events: &[Event]) {
         let map = self.inner.by_key();
@@ -249,7 +274,7 @@ impl EventLog {
         for (key, events) in mine {
             if let Some(tx) = map.get(key) {
                 // A watcher that went away in between is fine.
-                let _ = tx.send(events.into());
+                let _ = tx.send(KeyUpdate::Events(events.into()));
             }
         }
     }
@@ -534,7 +559,9 @@ mod tests {
         assert_eq!(watcher.rx.try_recv().unwrap_err(), TryRecvError::Empty);
         assert_eq!(all.try_recv().unwrap().len(), 2);
         write(&db, &log, vec![event(3, "b"), event(3, "a"), event(4, "a")]);
-        let batch = watcher.rx.try_recv().unwrap();
+        let Ok(KeyUpdate::Events(batch)) = watcher.rx.try_recv() else {
+            panic!("expected the events of key a");
+        };
         assert_eq!(
             batch
                 .iter()
@@ -544,6 +571,34 @@ mod tests {
         );
         assert_eq!(watcher.rx.try_recv().unwrap_err(), TryRecvError::Empty);
         assert_eq!(all.try_recv().unwrap().len(), 3);
+    }
+
+    /// Regression (chaos seed 2027): a follower that caught up by snapshot sent its
+    /// watchers the events after the snapshot with no word of the entries it skipped.
+    #[test]
+    fn a_snapshot_install_tells_every_key_watcher_where_history_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_db(dir.path()).unwrap();
+        let log = EventLog::open(&db, 1_000_000).unwrap();
+        let mut a = log.subscribe_key(&Key::parse("a").unwrap());
+        let mut b = log.subscribe_key(&Key::parse("b").unwrap());
+        write(&db, &log, vec![event(7, "a")]);
+        assert!(matches!(a.rx.try_recv(), Ok(KeyUpdate::Events(_))));
+        let mut batch = WriteBatch::default();
+        log.drop_before(&db, &mut batch, 1_000).unwrap();
+        db.write(batch).unwrap();
+        log.restarted(1_000);
+        for watcher in [&mut a, &mut b] {
+            assert!(matches!(
+                watcher.rx.try_recv(),
+                Ok(KeyUpdate::Restarted { first_index: 1_000 })
+            ));
+        }
+        assert_eq!(log.first_index(), 1_000);
+        let read = log
+            .read_after(&db, &Key::parse("a").unwrap(), 0, 10)
+            .unwrap();
+        assert!(read.is_empty(), "the events before the snapshot are gone");
     }
 
     #[test]

@@ -276,7 +276,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             "installed snapshot"
         );
         *write_table(&self.table) = table;
-        self.events.written(Vec::new(), Some(events_from));
+        self.events.restarted(events_from);
         Ok(())
     }
 
