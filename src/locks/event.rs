@@ -64,7 +64,9 @@ pub struct Event {
 }
 
 /// An event as stored before auth (no `app`, no `by`): what a data directory written by
-/// an older version holds. [`Event::decode_stored`] reads both.
+/// an older version holds. [`Event::decode_stored`] reads both. Storage is the
+/// server's (the client alone has no codec).
+#[cfg(feature = "server")]
 #[derive(Deserialize)]
 struct EventV0 {
     index: u64,
@@ -76,6 +78,7 @@ struct EventV0 {
     expires_at_ms: Option<u64>,
 }
 
+#[cfg(feature = "server")]
 impl Event {
     /// Decodes a stored event in today's layout or in the one from before auth. The
     /// two cannot be confused: decoding consumes every byte, and the newer layout is
@@ -101,7 +104,7 @@ impl Event {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "server"))]
 mod tests {
     use super::*;
     use serde::Serialize;
