@@ -191,7 +191,7 @@ idx_at_n=$(jget "$info" applied_index)
 load_secs=$(secs_since "$load_start")
 log "  $stored locks stored after ${load_secs}s (leader applied index $idx_at_n); snapshot on every node"
 for id in $(seq 1 "$NODES"); do
-  curl -fsS --max-time 10 -X POST "http://$(api_of "$id")/v1/cluster/snapshot" >/dev/null || { log "n$id refused a snapshot"; exit 1; }
+  curl -fsS --max-time 120 -X POST "http://$(api_of "$id")/v1/cluster/snapshot" >/dev/null || { log "n$id refused a snapshot"; exit 1; }
 done
 load_total_secs=$(secs_since "$load_start")
 # Let the followers apply everything and every node finish its snapshot.
@@ -322,7 +322,7 @@ acquired_before=$acquired
 # Writes past the follower's last entry by more than raft.keep_entries_after_snapshot
 # (1000), then a snapshot on the leader, which purges its log behind it.
 load_chunk 3000 "writes while n$FOLLOWER is down"
-curl -fsS --max-time 10 -X POST "http://$(api_of "$LEADER")/v1/cluster/snapshot" >/dev/null || { log "leader refused a snapshot"; exit 1; }
+curl -fsS --max-time 120 -X POST "http://$(api_of "$LEADER")/v1/cluster/snapshot" >/dev/null || { log "leader refused a snapshot"; exit 1; }
 deadline=$((SECONDS + CATCHUP_TIMEOUT))
 until purged=$(jget "$(cluster "$LEADER")" purged_index) && [[ "$purged" != null ]] && ((purged > f_last)); do
   ((SECONDS < deadline)) || break

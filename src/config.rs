@@ -34,6 +34,13 @@ pub const MAX_SNAPSHOT_BYTES_BOUND: u64 = 16 << 30;
 /// Smallest `raft.max_message_bytes` and `raft.max_snapshot_bytes` (one empty
 /// snapshot or a heartbeat is far smaller; anything less could not carry an entry).
 pub const MIN_RAFT_BODY_BYTES: u64 = 64 << 10;
+/// Upper bound of `api.max_waiters_per_key`: a queue is listed and persisted as a whole
+/// key state, so one queue stays a bounded record.
+pub const MAX_WAITERS_PER_KEY_BOUND: usize = 100_000;
+/// Upper bound of `api.max_waiters` (every waiter holds a request open somewhere).
+pub const MAX_WAITERS_BOUND: usize = 10_000_000;
+/// Upper bound of `api.max_locks` (the table lives in memory and in every snapshot).
+pub const MAX_LOCKS_BOUND: usize = 100_000_000;
 /// Upper bound of `lease.max_ttl_ms` (one year): cluster time plus a TTL stays far from
 /// `u64::MAX`.
 pub const MAX_TTL_MS_BOUND: u64 = 365 * 86_400_000;
@@ -204,6 +211,17 @@ pub struct ApiConfig {
     pub header_read_timeout_ms: u64,
     /// Time a request has to send its body.
     pub body_read_timeout_ms: u64,
+    /// Waiters in one key's queue; a waiting acquire that would join a full queue gets
+    /// 429 `QUEUE_FULL`.
+    pub max_waiters_per_key: usize,
+    /// Waiters in all queues together; beyond it a waiting acquire gets 429 `QUEUE_FULL`.
+    pub max_waiters: usize,
+    /// Stored keys (held, queued or in lock-delay); an acquire of a key not stored yet
+    /// gets 429 `TOO_MANY_LOCKS` at the cap.
+    pub max_locks: usize,
+    /// Event streams (`GET /v1/locks/{key}/events`) open on this node at once; one more
+    /// gets 503 `TOO_MANY_STREAMS`.
+    pub max_event_streams: usize,
 }
 
 impl Default for ApiConfig {
@@ -216,6 +234,10 @@ impl Default for ApiConfig {
             max_connections: 4_096,
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 10_000,
+            max_waiters_per_key: 1_000,
+            max_waiters: 100_000,
+            max_locks: 1_000_000,
+            max_event_streams: 1_024,
         }
     }
 }
@@ -405,6 +427,22 @@ impl Config {
                 r.max_snapshot_bytes,
                 MAX_SNAPSHOT_BYTES_BOUND,
             ),
+            (
+                "api.max_waiters_per_key",
+                a.max_waiters_per_key as u64,
+                MAX_WAITERS_PER_KEY_BOUND as u64,
+            ),
+            (
+                "api.max_waiters",
+                a.max_waiters as u64,
+                MAX_WAITERS_BOUND as u64,
+            ),
+            ("api.max_locks", a.max_locks as u64, MAX_LOCKS_BOUND as u64),
+            (
+                "api.max_event_streams",
+                a.max_event_streams as u64,
+                MAX_CONNECTIONS_BOUND as u64,
+            ),
         ] {
             if value > max {
                 return bad(format!("{key} {value} is above the maximum {max}"));
@@ -418,6 +456,16 @@ impl Config {
                 return bad(format!(
                     "{key} {value} is below the minimum {MIN_RAFT_BODY_BYTES}"
                 ));
+            }
+        }
+        for (key, value) in [
+            ("api.max_waiters_per_key", a.max_waiters_per_key),
+            ("api.max_waiters", a.max_waiters),
+            ("api.max_locks", a.max_locks),
+            ("api.max_event_streams", a.max_event_streams),
+        ] {
+            if value == 0 {
+                return bad(format!("{key} must be positive"));
             }
         }
         if a.header_read_timeout_ms == 0 || a.body_read_timeout_ms == 0 {
@@ -562,6 +610,14 @@ data_dir = "d2"
     #[test_case::test_case("max_list_limit = 100001", "api.max_list_limit" ; "list limit above bound")]
     #[test_case::test_case("max_body_bytes = 16777217", "api.max_body_bytes" ; "body above bound")]
     #[test_case::test_case("max_connections = 9223372036854775807", "api.max_connections" ; "api connections i64 max")]
+    #[test_case::test_case("max_waiters_per_key = 0", "api.max_waiters_per_key" ; "no waiters per key")]
+    #[test_case::test_case("max_waiters_per_key = 100001", "api.max_waiters_per_key" ; "waiters per key above bound")]
+    #[test_case::test_case("max_waiters = 10000001", "api.max_waiters" ; "waiters above bound")]
+    #[test_case::test_case("max_waiters = 0", "api.max_waiters" ; "no waiters")]
+    #[test_case::test_case("max_locks = 100000001", "api.max_locks" ; "locks above bound")]
+    #[test_case::test_case("max_locks = 0", "api.max_locks" ; "no locks")]
+    #[test_case::test_case("max_event_streams = 0", "api.max_event_streams" ; "no streams")]
+    #[test_case::test_case("max_event_streams = 9223372036854775807", "api.max_event_streams" ; "streams i64 max")]
     fn bad_api_values_are_rejected(line: &str, key: &str) {
         let err = with(&format!("[api]\n{line}")).unwrap_err().to_string();
         assert!(err.contains(key), "{err}");
@@ -577,6 +633,7 @@ data_dir = "d2"
 
     #[test_case::test_case("[raft]\nsecret = \"a long secret with inner spaces\"" ; "secret with inner spaces")]
     #[test_case::test_case("[api]\nmax_list_limit = 100000" ; "list limit at bound")]
+    #[test_case::test_case("[api]\nmax_waiters_per_key = 100000\nmax_waiters = 10000000\nmax_locks = 100000000" ; "quotas at bound")]
     #[test_case::test_case("[lease]\nmax_ttl_ms = 31536000000" ; "ttl at bound")]
     fn values_at_the_bounds_are_accepted(section: &str) {
         with(section).unwrap();

@@ -127,10 +127,23 @@ impl TestApi {
         api
     }
 
+    /// A single-node cluster whose `[api]` is changed by `tweak`.
+    async fn start_with(tweak: impl FnOnce(&mut ApiConfig)) -> TestApi {
+        let api = Self::start_node_with(1, tweak).await;
+        api.wait_ready().await;
+        api
+    }
+
     /// Node 1 of an `nodes`-node cluster; the others never start.
     async fn start_node(nodes: u64) -> TestApi {
+        Self::start_node_with(nodes, |_| {}).await
+    }
+
+    async fn start_node_with(nodes: u64, tweak: impl FnOnce(&mut ApiConfig)) -> TestApi {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = config(dir.path(), nodes);
+        let mut config = config(dir.path(), nodes);
+        tweak(&mut config.api);
+        config.validate().expect("tweaked test config is valid");
         Self::start_config(dir, config).await
     }
 
@@ -245,8 +258,8 @@ fn assert_problem(what: &str, answer: &Answer, status: StatusCode, code: &str) {
     let retry_after = answer.headers.get(header::RETRY_AFTER);
     assert_eq!(
         retry_after.is_some(),
-        status == StatusCode::SERVICE_UNAVAILABLE,
-        "{what}: Retry-After on 503 only"
+        status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS,
+        "{what}: Retry-After on 503 and 429 only"
     );
 }
 
@@ -322,6 +335,12 @@ fn bad_inputs(token: u64) -> Vec<Case> {
         case("POST /v1/locks/bad%2Fkey/validate", r#"{"token":1}"#, 400, KEY),
         case("POST /v1/locks/bad%2Fkey/cancel", r#"{"owner":"a"}"#, 400, KEY),
         case("DELETE /v1/locks/bad%2Fkey", "", 400, KEY),
+        // ... and keys no path can name: dot segments are never normalised.
+        case("POST /v1/locks/./acquire", r#"{"owner":"a"}"#, 400, KEY),
+        case("POST /v1/locks/../acquire", r#"{"owner":"a"}"#, 400, KEY),
+        case("POST /v1/locks/%2e%2E/acquire", r#"{"owner":"a"}"#, 400, KEY),
+        case("DELETE /v1/locks/..", "", 400, KEY),
+        case("GET /v1/locks/./events", "", 400, KEY),
         // INVALID_REQUEST: malformed JSON, unknown field, wrong type, content type.
         case("POST /v1/locks/k/acquire", "{not json", 400, REQ),
         case("POST /v1/locks/k/acquire", "", 400, REQ).content_type(Some("application/json")),
@@ -369,6 +388,16 @@ fn bad_inputs(token: u64) -> Vec<Case> {
         case("GET /v1/locks/existing?bogus=1", "", 400, REQ),
         case("GET /v1/locks/existing/events?after=abc", "", 400, REQ),
         case("GET /v1/locks/existing/events", "", 400, REQ).header("last-event-id", "not-an-index"),
+        // ... a page of the queue.
+        case("GET /v1/locks/existing?waiters=true&waiters_limit=0", "", 400, REQ),
+        case("GET /v1/locks/existing?waiters=true&waiters_limit=1001", "", 400, REQ),
+        case("GET /v1/locks/existing?waiters_limit=5", "", 400, REQ),
+        case("GET /v1/locks/existing?waiters=true&waiters_cursor=%09", "", 400, REQ),
+        // ... dot segments anywhere else (a relay would have sent another path).
+        case("DELETE /v1/locks/x/../existing", "", 400, REQ),
+        case("DELETE /v1/locks/x/%2E%2e/existing", "", 400, REQ),
+        case("POST /v1/locks/existing/./release", r#"{"owner":"owner-a"}"#, 400, REQ),
+        case("GET /v1/./cluster", "", 400, REQ),
         // ... admin paths.
         case("POST /v1/cluster/nodes/abc/allow-rejoin", "", 400, REQ),
         case("POST /v1/cluster/nodes/9/allow-rejoin", "", 400, REQ),
@@ -439,6 +468,118 @@ async fn every_bad_input_gets_its_code_and_changes_nothing() {
         refused.body
     );
     assert_eq!(api.state().await, before, "a bad request changed state");
+    api.shutdown().await;
+}
+
+/// The quotas answer 429 `QUEUE_FULL` / `TOO_MANY_LOCKS` and 503 `TOO_MANY_STREAMS`
+/// with a `Retry-After`, change nothing, and let an owner already in place retry.
+#[tokio::test]
+async fn quotas_refuse_with_their_codes_and_change_nothing() {
+    let api = TestApi::start_with(|a| {
+        a.max_waiters_per_key = 2;
+        a.max_waiters = 3;
+        a.max_locks = 4;
+        a.max_event_streams = 1;
+    })
+    .await;
+    for key in ["q1", "q2"] {
+        let held = api
+            .post(
+                &format!("/v1/locks/{key}/acquire"),
+                json!({"owner": "holder", "ttl_ms": 600_000}),
+            )
+            .await;
+        assert_eq!(held.status, StatusCode::OK, "{}", held.body);
+    }
+    // Waiting acquires stay open: run them beside the test and take them down at the end.
+    let mut waiting = Vec::new();
+    for (key, owner) in [("q1", "w1"), ("q1", "w2"), ("q2", "w3")] {
+        let router = api.router.clone();
+        let body = json!({"owner": owner, "ttl_ms": 600_000, "wait_ms": 60_000}).to_string();
+        let req = Request::post(format!("/v1/locks/{key}/acquire"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .expect("request");
+        waiting.push(tokio::spawn(async move { router.oneshot(req).await }));
+    }
+    let deadline = Instant::now() + DEADLINE;
+    while api.node.with_local_table(|t| t.waiters_total()) < 3 {
+        assert!(Instant::now() < deadline, "the three waiters never queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = api.state().await;
+    let wait = |owner: &str| json!({"owner": owner, "wait_ms": 60_000}).to_string();
+    let cases = [
+        case("POST /v1/locks/q1/acquire", wait("w4"), 429, "QUEUE_FULL"),
+        case("POST /v1/locks/q2/acquire", wait("w4"), 429, "QUEUE_FULL"),
+        case("POST /v1/locks/new-1/acquire", r#"{"owner":"a"}"#, 200, ""),
+        case("POST /v1/locks/new-2/acquire", r#"{"owner":"a"}"#, 200, ""),
+        case(
+            "POST /v1/locks/new-3/acquire",
+            r#"{"owner":"a"}"#,
+            429,
+            "TOO_MANY_LOCKS",
+        ),
+        // An owner in place retries: the holder re-acquires at the lock cap.
+        case("POST /v1/locks/new-1/acquire", r#"{"owner":"a"}"#, 200, ""),
+        case("GET /v1/locks/q1/events", "", 200, ""),
+        case("GET /v1/locks/q2/events", "", 503, "TOO_MANY_STREAMS"),
+    ];
+    let mut streams = Vec::new();
+    for c in cases {
+        let what = format!("{} {} {}", c.method, c.path, c.body);
+        let answer = if c.path.ends_with("/events") {
+            let req = Request::get(c.path.as_str())
+                .body(Body::empty())
+                .expect("request");
+            let resp = api.router.clone().oneshot(req).await.expect("infallible");
+            let status = resp.status();
+            let (parts, body) = resp.into_parts();
+            if status == StatusCode::OK {
+                // Keep the stream open: it holds the node's only stream place.
+                streams.push(body);
+                continue;
+            }
+            let bytes = body.collect().await.expect("body").to_bytes();
+            Answer {
+                status,
+                headers: parts.headers,
+                body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            }
+        } else {
+            api.post(&c.path, serde_json::from_str(&c.body).expect("json"))
+                .await
+        };
+        if c.status == StatusCode::OK {
+            assert_eq!(answer.status, StatusCode::OK, "{what}: {}", answer.body);
+        } else {
+            assert_problem(&what, &answer, c.status, c.code);
+        }
+    }
+    let (locks, stored) = api.state().await;
+    assert_eq!(stored, before.1 + 2, "only new-1 and new-2 were stored");
+    assert_eq!(locks["locks"].as_array().map(Vec::len), Some(4), "{locks}");
+    assert_eq!(api.node.with_local_table(|t| t.waiters_total()), 3);
+    // A stream that ends gives its place back.
+    drop(streams);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let req = Request::get("/v1/locks/q2/events")
+            .body(Body::empty())
+            .expect("request");
+        let resp = api.router.clone().oneshot(req).await.expect("infallible");
+        if resp.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stream place never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for w in waiting {
+        w.abort();
+    }
     api.shutdown().await;
 }
 
@@ -748,10 +889,14 @@ async fn successful_requests_answer_their_documented_shapes() {
     let snapshot = api
         .send(Method::POST, "/v1/cluster/snapshot", None, "")
         .await;
-    let want = json!({"node_id": 1, "triggered": true});
-    assert_eq!(
-        (snapshot.status, &snapshot.body),
-        (StatusCode::ACCEPTED, &want)
+    // Answered once the snapshot covers everything applied when the call arrived.
+    assert_eq!(snapshot.status, StatusCode::OK, "{}", snapshot.body);
+    assert_eq!(snapshot.body["node_id"], json!(1));
+    assert_eq!(snapshot.body["built"], json!(true));
+    assert!(
+        snapshot.body["snapshot_index"].as_u64() >= c["applied_index"].as_u64(),
+        "{}",
+        snapshot.body
     );
     api.shutdown().await;
 }

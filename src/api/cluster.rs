@@ -1,10 +1,11 @@
 //! `/v1/cluster`: this node's view of the cluster, and the admin actions on it
 //! (allow a wiped node to rejoin, take a snapshot now).
 
+use std::time::Duration;
+
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::Json;
+use openraft::async_runtime::WatchReceiver;
 use serde::Serialize;
 use serde_json::json;
 
@@ -72,15 +73,57 @@ pub async fn allow_rejoin(
     Ok(Json(json!({"node_id": id, "allowed": true})))
 }
 
+/// How long a snapshot request waits for its build.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(60);
+/// A trigger sent while another build runs is dropped by Raft: trigger again this often.
+const SNAPSHOT_RETRIGGER: Duration = Duration::from_secs(1);
+
 /// `POST /v1/cluster/snapshot` (admin, this node): build a snapshot now, whatever the
-/// policy in `node::compaction` says; the log behind it is purged as usual.
-pub async fn snapshot_now(State(app): State<App>) -> Result<Response, ApiError> {
-    app.node
-        .raft()
-        .trigger()
-        .snapshot()
-        .await
-        .map_err(|e| ApiError::Internal(format!("raft stopped: {e}")))?;
-    let body = json!({"node_id": app.node.id(), "triggered": true});
-    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+/// policy in `node::compaction` says, and answer once it is built (the log behind it is
+/// purged as usual). Calls are coalesced ([`super::quota::SnapshotGate`]): a call made
+/// while a build runs is answered by the next build that covers everything applied when
+/// it arrived, so a burst of calls builds at most two snapshots.
+pub async fn snapshot_now(State(app): State<App>) -> Result<Json<serde_json::Value>, ApiError> {
+    let raft = app.node.raft();
+    let index_of = |l: Option<&crate::raft::typ::LogId>| l.map_or(0, |l| l.index);
+    let arrived_at = index_of(raft.metrics().borrow_watched().last_applied.as_ref());
+    let _turn = app.quotas.snapshot.turn().await;
+    let covered = |m: &crate::raft::typ::RaftMetrics| index_of(m.snapshot.as_ref()) >= arrived_at;
+    let built = !covered(&raft.metrics().borrow_watched());
+    if built {
+        let deadline = tokio::time::Instant::now() + SNAPSHOT_WAIT;
+        raft.trigger()
+            .snapshot()
+            .await
+            .map_err(|e| ApiError::Internal(format!("raft stopped: {e}")))?;
+        let mut metrics = raft.metrics();
+        let mut retrigger = tokio::time::Instant::now() + SNAPSHOT_RETRIGGER;
+        while !covered(&metrics.borrow_watched()) {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(ApiError::Internal(format!(
+                    "no snapshot up to index {arrived_at} within {} s",
+                    SNAPSHOT_WAIT.as_secs()
+                )));
+            }
+            if now >= retrigger {
+                raft.trigger()
+                    .snapshot()
+                    .await
+                    .map_err(|e| ApiError::Internal(format!("raft stopped: {e}")))?;
+                retrigger = now + SNAPSHOT_RETRIGGER;
+            }
+            // A timeout only means: look at the deadlines again.
+            let changed = tokio::time::timeout_at(retrigger.min(deadline), metrics.changed());
+            if let Ok(Err(_)) = changed.await {
+                return Err(ApiError::Internal("raft stopped".into()));
+            }
+        }
+    }
+    let snapshot_index = index_of(raft.metrics().borrow_watched().snapshot.as_ref());
+    Ok(Json(json!({
+        "node_id": app.node.id(),
+        "snapshot_index": snapshot_index,
+        "built": built,
+    })))
 }

@@ -57,11 +57,16 @@ pub async fn events(
         ),
     };
     let after = last_event_id.or(q.after);
+    // Held by the producer: the place is free again when the stream ends.
+    let permit = app.quotas.open_stream()?;
     // Subscribe before reading storage, so nothing applied in between is missed.
     let live = app.node.subscribe_key_events(&key);
     let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
     tracing::debug!(key = %key, ?after, "event stream opened");
-    tokio::spawn(produce(app.node.clone(), key, after, live, tx));
+    tokio::spawn(async move {
+        produce(app.node.clone(), key, after, live, tx).await;
+        drop(permit);
+    });
     let stream =
         futures::stream::unfold(
             rx,

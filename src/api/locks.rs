@@ -9,7 +9,7 @@ use super::auth::MaybeCaller;
 use super::extract::{ApiJson, ApiQuery, LockKey};
 use super::problem::ApiError;
 use super::{waiting, App};
-use crate::locks::{AcquireOptions, Command, Key, Owner, Reply, Token};
+use crate::locks::{AcquireOptions, Command, Key, KeyState, Owner, Reply, Token, Waiter};
 use crate::node::Consistency;
 use crate::wire::{
     self, AcquireRequest, CancelRequest, Cancelled, Lease, ListQuery, LockInfo, LockPage,
@@ -27,6 +27,11 @@ impl From<wire::Consistency> for Consistency {
 
 /// Number of locks in a list page when `limit` is not given.
 pub const DEFAULT_LIST_LIMIT: usize = 100;
+
+/// Stored keys without a live holder (queued, in lock-delay, expired and not yet swept)
+/// that one list page steps over at most: the walk holds the table's read lock, so it
+/// is bounded. A page that reaches it is shorter than `limit` and has a `next_cursor`.
+pub const LIST_SCAN_SLACK: usize = 10_000;
 
 fn owner(raw: String) -> Result<Owner, ApiError> {
     Owner::parse(raw).map_err(|e| ApiError::InvalidRequest(e.to_string()))
@@ -78,8 +83,11 @@ pub async fn acquire(
             app.node.config().lease.max_lock_delay_ms,
         )?,
     };
+    let admission = app
+        .quotas
+        .admit_acquire(&app.node, &key, &owner, options.wait_ms > 0)?;
     if options.wait_ms > 0 {
-        let grant = waiting::acquire(&app, key, owner, options, caller.app()).await?;
+        let grant = waiting::acquire(&app, key, owner, options, caller.app(), admission).await?;
         return Ok(Json(Lease::from(&grant)));
     }
     let reply = app
@@ -88,6 +96,7 @@ pub async fn acquire(
             Command::acquire_with(key, owner, options, now_ms).as_app(caller.app(), false)
         })
         .await?;
+    drop(admission);
     if let Some(g) = reply.grant() {
         tracing::debug!(token = g.token.0, "granted");
     }
@@ -212,7 +221,15 @@ pub async fn get(
     LockKey(key): LockKey,
     ApiQuery(q): ApiQuery<ReadQuery>,
 ) -> Result<Json<LockInfo>, ApiError> {
-    let list_waiters = q.waiters;
+    let page = if q.waiters {
+        Some(WaiterPage::of(&app, q.waiters_limit, q.waiters_cursor)?)
+    } else if q.waiters_limit.is_some() || q.waiters_cursor.is_some() {
+        return Err(ApiError::InvalidRequest(
+            "waiters_limit and waiters_cursor need waiters=true".into(),
+        ));
+    } else {
+        None
+    };
     let found = app
         .node
         .read(q.consistency.into(), |t, now_ms| {
@@ -220,10 +237,14 @@ pub async fn get(
                 let mut view = LockInfo::from(g);
                 if let Some(st) = t.stored(&key) {
                     view.waiters = st.live_waiters(now_ms).count() as u64;
-                    if list_waiters {
-                        view.waiter_list =
-                            Some(st.live_waiters(now_ms).map(WaiterInfo::from).collect());
+                    if let Some(page) = &page {
+                        let (list, next) = page.read(st, now_ms);
+                        view.waiter_list = Some(list);
+                        view.waiters_next_cursor = next;
                     }
+                }
+                if page.is_some() && view.waiter_list.is_none() {
+                    view.waiter_list = Some(Vec::new());
                 }
                 view
             })
@@ -232,6 +253,51 @@ pub async fn get(
     found
         .map(Json)
         .ok_or_else(|| ApiError::LockNotFound(format!("no live lock on {key}")))
+}
+
+/// One page of a key's queue (`?waiters=true&waiters_limit=&waiters_cursor=`): a queue
+/// may hold `api.max_waiters_per_key` waiters, too many for one answer.
+struct WaiterPage {
+    limit: usize,
+    /// The owner the previous page ended with.
+    after: Option<Owner>,
+}
+
+impl WaiterPage {
+    fn of(app: &App, limit: Option<usize>, cursor: Option<String>) -> Result<WaiterPage, ApiError> {
+        let max = app.node.config().api.max_list_limit;
+        let limit = limit.unwrap_or(DEFAULT_LIST_LIMIT.min(max));
+        if limit == 0 || limit > max {
+            return Err(ApiError::InvalidRequest(format!(
+                "waiters_limit {limit} is outside [1, {max}]"
+            )));
+        }
+        let after = cursor
+            .map(Owner::parse)
+            .transpose()
+            .map_err(|e| ApiError::InvalidRequest(format!("waiters_cursor: {e}")))?;
+        Ok(WaiterPage { limit, after })
+    }
+
+    /// The page's waiters, and the cursor of the next page if more follow. A cursor
+    /// whose owner has left the queue meanwhile starts again at the head: a page may
+    /// repeat a waiter, never skip one.
+    fn read(&self, st: &KeyState, now_ms: u64) -> (Vec<WaiterInfo>, Option<String>) {
+        let live = || st.live_waiters(now_ms);
+        let skip = self
+            .after
+            .as_ref()
+            .and_then(|a| live().position(|w| &w.owner == a))
+            .map_or(0, |i| i + 1);
+        let mut page: Vec<&Waiter> = live().skip(skip).take(self.limit + 1).collect();
+        let next = if page.len() > self.limit {
+            page.truncate(self.limit);
+            page.last().map(|w| w.owner.to_string())
+        } else {
+            None
+        };
+        (page.into_iter().map(WaiterInfo::from).collect(), next)
+    }
 }
 
 #[instrument(skip_all, fields(prefix = %q.prefix))]
@@ -256,24 +322,34 @@ pub async fn list(
         .transpose()
         .map_err(|e| ApiError::InvalidRequest(format!("cursor: {e}")))?;
     let prefix = q.prefix;
-    let mut locks = app
+    let (mut locks, resume_after) = app
         .node
         .read(q.consistency.into(), |t, now_ms| {
-            t.list(&prefix, cursor.as_ref(), limit + 1, now_ms)
+            let page = t.list(
+                &prefix,
+                cursor.as_ref(),
+                limit + 1,
+                limit + 1 + LIST_SCAN_SLACK,
+                now_ms,
+            );
+            let locks = page
+                .grants
                 .into_iter()
                 .map(|g| {
                     let mut view = LockInfo::from(g);
                     view.waiters = t.waiting(&g.key, now_ms) as u64;
                     view
                 })
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            (locks, page.resume_after)
         })
         .await?;
     let next_cursor = if locks.len() > limit {
         locks.truncate(limit);
         locks.last().map(|l| l.key.clone())
     } else {
-        None
+        // A short page that stopped at the scan bound: go on after the last key looked at.
+        resume_after.map(|k| k.to_string())
     };
     Ok(Json(LockPage { locks, next_cursor }))
 }

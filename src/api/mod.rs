@@ -9,10 +9,12 @@
 pub mod auth;
 pub mod cluster;
 pub mod events;
+pub mod exact_path;
 pub mod extract;
 pub mod health;
 pub mod locks;
 pub mod problem;
+pub mod quota;
 pub mod relay;
 pub mod waiting;
 
@@ -41,6 +43,7 @@ pub struct App {
     request_ids: Arc<AtomicU64>,
     /// The keys file, with `[auth] enabled`.
     keys: Option<Arc<KeyStore>>,
+    quotas: Arc<quota::Quotas>,
 }
 
 /// Why the API could not be set up.
@@ -68,11 +71,13 @@ impl App {
             }
             _ => None,
         };
+        let quotas = Arc::new(quota::Quotas::new(&node.config().api));
         Ok(App {
             node,
             forwarder,
             request_ids: Arc::new(AtomicU64::new(0)),
             keys,
+            quotas,
         })
     }
 
@@ -141,6 +146,7 @@ pub fn router(app: App) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(exact_path::refuse_dot_segments))
         .layer(middleware::from_fn_with_state(app.clone(), request_span))
         .with_state(app)
 }

@@ -12,6 +12,9 @@ pub const INVALID_API_KEY_ERROR: &str = "Invalid API key";
 
 /// Seconds a client should wait before retrying a 503.
 pub const RETRY_AFTER_SECS: u64 = 1;
+/// Seconds a client should wait before retrying a 429 (a quota frees up as others
+/// release or stop waiting, not within a second).
+pub const QUOTA_RETRY_AFTER_SECS: u64 = 5;
 
 /// Every error the HTTP API returns.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +59,12 @@ pub enum ApiError {
     NoLeader(String),
     #[error("{0}")]
     OutcomeUnknown(String),
+    #[error("{0}")]
+    QueueFull(String),
+    #[error("{0}")]
+    TooManyLocks(String),
+    #[error("{0}")]
+    TooManyStreams(String),
     #[error("{0}")]
     Internal(String),
     /// No API key, or one the node does not know (auth on).
@@ -113,6 +122,17 @@ impl ApiError {
                 C::OutcomeUnknown,
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Outcome unknown",
+            ),
+            QueueFull(_) => (C::QueueFull, StatusCode::TOO_MANY_REQUESTS, "Queue full"),
+            TooManyLocks(_) => (
+                C::TooManyLocks,
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many locks",
+            ),
+            TooManyStreams(_) => (
+                C::TooManyStreams,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Too many event streams",
             ),
             Internal(_) => (
                 C::Internal,
@@ -201,9 +221,14 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("Bearer realm=\"baton\""),
             );
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        let retry_after = match status {
+            StatusCode::SERVICE_UNAVAILABLE => Some(RETRY_AFTER_SECS),
+            StatusCode::TOO_MANY_REQUESTS => Some(QUOTA_RETRY_AFTER_SECS),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }

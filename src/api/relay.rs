@@ -174,6 +174,11 @@ pub async fn send_to_leader(app: &App, req: Outgoing<'_>) -> Option<Response> {
     if leader.id == app.node.id() {
         return None;
     }
+    // The HTTP client parses the target as a URL and may rewrite it (dot segments,
+    // backslashes); a rewritten target would name something else on the leader.
+    if let Err(e) = exact_target(req.target) {
+        return Some(e.into_response());
+    }
     let is_write = req.method != Method::GET;
     let mut headers = req.headers.clone();
     headers.remove(PRINCIPAL_HEADER);
@@ -214,6 +219,23 @@ pub async fn send_to_leader(app: &App, req: Outgoing<'_>) -> Option<Response> {
     })
 }
 
+/// Refuses a target the relay's HTTP client would not send byte for byte.
+fn exact_target(target: &str) -> Result<(), ApiError> {
+    let sent = reqwest::Url::parse(&format!("http://leader{target}"))
+        .map_err(|e| ApiError::InvalidRequest(format!("request target {target:?}: {e}")))?;
+    let mut as_sent = sent.path().to_string();
+    if let Some(q) = sent.query() {
+        as_sent.push('?');
+        as_sent.push_str(q);
+    }
+    if as_sent != target {
+        return Err(ApiError::InvalidRequest(format!(
+            "request target {target:?} would reach the leader as {as_sent:?}; send it without dot segments or characters that need escaping"
+        )));
+    }
+    Ok(())
+}
+
 /// `NO_LEADER` for `reason`, led by this node's own account of the quorum when it knows
 /// it has none: the survivor of a lost majority names the quorum, not only the leader
 /// it cannot find.
@@ -243,6 +265,15 @@ mod tests {
         let uri: Uri = target.parse().expect("a valid target");
         assert_eq!(Need::LeaderUnlessLocal.requires_leader(&uri), leader);
         assert!(Need::Leader.requires_leader(&uri));
+    }
+
+    #[test_case("/v1/locks/a/acquire", true; "plain")]
+    #[test_case("/v1/locks?prefix=a&limit=5", true; "a query")]
+    #[test_case("/v1/locks/x/../victim", false; "dot segments")]
+    #[test_case("/v1/locks/%2e%2e", false; "encoded dot segment")]
+    #[test_case("/v1/locks/x\\..\\victim", false; "backslashes")]
+    fn the_relay_sends_only_targets_it_keeps_byte_for_byte(target: &str, exact: bool) {
+        assert_eq!(exact_target(target).is_ok(), exact);
     }
 
     #[test_case(r#"{"owner":"a"}"#, None; "no wait")]

@@ -1,15 +1,16 @@
 //! Acquires that wait in a key's FIFO queue (`wait_ms > 0`), and cancelling a wait.
 //!
 //! The request is served by the leader (followers relay it, with a timeout that covers
-//! the wait). The handler subscribes to this node's applied events *before* proposing,
-//! proposes the acquire, and — if the answer is "queued" — waits for an event that ends
+//! the wait). The handler subscribes to this key's applied events *before* proposing,
+//! proposes the acquire (from a node task, see [`Proposal`]), and — if the answer is "queued" — waits for an event that ends
 //! the wait for its owner: `acquired` (answer the grant), or `wait_timeout` /
 //! `wait_cancelled` (answer `WAIT_TIMEOUT`). Every node applies every entry, so this
 //! works on even if leadership moves during the wait.
 //!
 //! Ending a wait early goes through Raft too ([`crate::locks::Command::CancelWait`]):
 //! when the wait runs out here, or the client goes away (the handler future is
-//! dropped), the node cancels the wait; if the queue granted the key meanwhile, the
+//! dropped) — at any point, also while the acquire itself is being proposed — the node
+//! cancels the wait; if the queue granted the key meanwhile, the
 //! cancel releases that grant, so no lock is left held by nobody. A cancel proposed on
 //! a node that no longer leads is relayed to the leader's `POST /v1/locks/{key}/cancel`
 //! by [`super::relay`], like a client's request.
@@ -27,15 +28,17 @@ use std::time::{Duration, Instant};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, Method};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::oneshot;
 
 use super::problem::ApiError;
+use super::quota::Admission;
 use super::relay::{self, Outgoing};
 use super::App;
 use crate::locks::{
     same_app, AcquireOptions, AppName, CancelReason, Command, Event, EventKind, Grant, Key, Owner,
     Reply, Token,
 };
-use crate::node::NodeError;
+use crate::node::{KeyUpdate, NodeError};
 use crate::wire::{CancelReason as WireCancelReason, CancelRequest};
 
 /// Attempts (with a pause between) to get a cancel committed before giving up on it.
@@ -49,17 +52,14 @@ pub async fn acquire(
     owner: Owner,
     options: AcquireOptions,
     caller: Option<AppName>,
+    admission: Admission,
 ) -> Result<Grant, ApiError> {
     let started = Instant::now();
-    let mut events = app.node.subscribe_events();
-    let reply = {
-        let (key, owner, caller) = (key.clone(), owner.clone(), caller.clone());
-        app.node
-            .write(move |now_ms| {
-                Command::acquire_with(key, owner, options, now_ms).as_app(caller, false)
-            })
-            .await?
-    };
+    // Subscribed before proposing, so no event of this wait is missed; this key only,
+    // so other keys' writes do not wake the request.
+    let mut events = app.node.subscribe_key_events(&key);
+    let mut proposal = Proposal::start(app, key.clone(), owner.clone(), options, caller.clone(), admission);
+    let reply = proposal.reply().await?;
     let queued = match reply {
         Reply::Granted(g) => return Ok(g),
         Reply::Refused(e) => return Err(e.into()),
@@ -67,7 +67,8 @@ pub async fn acquire(
         other => return Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
     };
     tracing::debug!(position = queued.position, "queued");
-    // From here on, a dropped future (client gone) cancels the wait.
+    // Taken over from the proposal with no await in between: a dropped future (client
+    // gone) cancels the wait.
     let mut guard = CancelOnDrop {
         app: app.clone(),
         key: key.clone(),
@@ -79,13 +80,14 @@ pub async fn acquire(
     let outcome = loop {
         tokio::select! {
             received = events.recv() => match received {
-                Ok(batch) => {
+                Ok(KeyUpdate::Events(batch)) => {
                     if let Some(outcome) = outcome_in(&batch, &key, &owner, caller.as_ref()) {
                         break outcome;
                     }
                 }
-                // Missed events: the table says where the wait stands.
-                Err(RecvError::Lagged(_)) => {
+                // Missed events (or a snapshot installed, whose entries publish none):
+                // the table says where the wait stands.
+                Ok(KeyUpdate::Restarted { .. }) | Err(RecvError::Lagged(_)) => {
                     if let Some(outcome) = outcome_from_table(app, &key, &owner, caller.as_ref()) {
                         break outcome;
                     }
@@ -108,6 +110,124 @@ pub async fn acquire(
             cancel(app, &key, &owner, caller, CancelReason::Timeout).await;
             Err(wait_timeout(&key, options.wait_ms))
         }
+    }
+}
+
+/// The proposal of a waiting acquire, run by a node task so that it completes even when
+/// the client hangs up while it is in flight — before, the acquire could be appended
+/// after the request was gone, and queue (or be granted) for nobody.
+///
+/// The answer comes back over a oneshot channel. Whoever ends up with it when the
+/// client is gone cleans up: the task, when the handler is gone before the answer; the
+/// handler's drop, when the answer arrived but was not taken yet (the receiver is
+/// closed first, so the answer is never lost between the two). Once the handler takes
+/// the answer, [`CancelOnDrop`] covers a queued wait.
+struct Proposal {
+    answer: Option<oneshot::Receiver<Result<Reply, NodeError>>>,
+    app: App,
+    key: Key,
+    owner: Owner,
+    caller: Option<AppName>,
+}
+
+impl Proposal {
+    /// Proposes the acquire; `admission` holds its place in the quotas until it is
+    /// applied.
+    fn start(
+        app: &App,
+        key: Key,
+        owner: Owner,
+        options: AcquireOptions,
+        caller: Option<AppName>,
+        admission: Admission,
+    ) -> Proposal {
+        let (tx, rx) = oneshot::channel();
+        let task = {
+            let (app, key, owner, caller) =
+                (app.clone(), key.clone(), owner.clone(), caller.clone());
+            async move {
+                let result = {
+                    let (key, owner, caller) = (key.clone(), owner.clone(), caller.clone());
+                    app.node
+                        .write(move |now_ms| {
+                            Command::acquire_with(key, owner, options, now_ms).as_app(caller, false)
+                        })
+                        .await
+                };
+                // Applied (or failed): the table counts the waiter from here on.
+                drop(admission);
+                if let Err(result) = tx.send(result) {
+                    clean_up_abandoned(&app, &key, &owner, caller, result).await;
+                }
+            }
+        };
+        app.node.spawn(task);
+        Proposal {
+            answer: Some(rx),
+            app: app.clone(),
+            key,
+            owner,
+            caller,
+        }
+    }
+
+    /// The acquire's reply; from here on the caller is responsible for a queued wait.
+    async fn reply(&mut self) -> Result<Reply, ApiError> {
+        let rx = self
+            .answer
+            .as_mut()
+            .expect("reply is awaited once, right after start");
+        let result = rx.await;
+        self.answer = None;
+        match result {
+            Ok(result) => Ok(result?),
+            // The node stopped its tasks.
+            Err(_) => Err(ApiError::Internal("node is shutting down".into())),
+        }
+    }
+}
+
+impl Drop for Proposal {
+    fn drop(&mut self) {
+        let Some(mut rx) = self.answer.take() else {
+            return;
+        };
+        // No send succeeds after this: either the answer is here now, or the task gets
+        // it back from its send and cleans up itself.
+        rx.close();
+        if let Ok(result) = rx.try_recv() {
+            let (app, key, owner) = (self.app.clone(), self.key.clone(), self.owner.clone());
+            let caller = self.caller.take();
+            let node = app.node.clone();
+            node.spawn(async move { clean_up_abandoned(&app, &key, &owner, caller, result).await });
+        }
+    }
+}
+
+/// Undoes what a waiting acquire did for a client that is gone: a queued wait is
+/// cancelled, a grant made by this acquire is released (through the same `CancelWait`);
+/// an acquire whose outcome is unknown is cancelled too, in case it lands. A refusal, an
+/// acquire never proposed, or the extension of a grant the owner already held leaves
+/// nothing to undo.
+async fn clean_up_abandoned(
+    app: &App,
+    key: &Key,
+    owner: &Owner,
+    caller: Option<AppName>,
+    result: Result<Reply, NodeError>,
+) {
+    let undo = match &result {
+        Ok(Reply::Queued(_)) => true,
+        // A grant this entry made starts now: acquired and renewed at the same time. An
+        // owner that re-acquires the key it holds keeps its earlier `acquired_at_ms`.
+        Ok(Reply::Granted(g)) => g.acquired_at_ms == g.renewed_at_ms,
+        Ok(_) => false,
+        Err(NodeError::NotLeader | NodeError::NoQuorum(_) | NodeError::Refused(_)) => false,
+        Err(NodeError::OutcomeUnknown(_) | NodeError::Stopped(_)) => true,
+    };
+    if undo {
+        tracing::debug!(key = %key, owner = %owner, "waiting client went away before its acquire was answered; undoing it");
+        cancel(app, key, owner, caller, CancelReason::Disconnected).await;
     }
 }
 

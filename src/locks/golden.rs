@@ -258,9 +258,14 @@ impl goldenscript::Runner for TableRunner {
                     .map(|a| Key::parse(a.value.as_str()))
                     .transpose()?;
                 let limit = args.lookup_parse("limit")?.unwrap_or(100);
+                let scan = args.lookup_parse("scan")?.unwrap_or(usize::MAX);
                 let now = now(&mut args)?;
-                for g in self.table.list(&prefix, after.as_ref(), limit, now) {
+                let page = self.table.list(&prefix, after.as_ref(), limit, scan, now);
+                for g in &page.grants {
                     writeln!(out, "{}", fmt_grant(g))?;
+                }
+                if let Some(k) = &page.resume_after {
+                    writeln!(out, "resume after {k}")?;
                 }
                 None
             }
@@ -274,6 +279,10 @@ impl goldenscript::Runner for TableRunner {
                     v.valid,
                     v.current_token.map(|t| t.0)
                 )?;
+                None
+            }
+            "waiters" => {
+                writeln!(out, "waiters={}", self.table.waiters_total())?;
                 None
             }
             "dump" => {
@@ -348,10 +357,12 @@ golden_scripts! {
     expiry_boundary,
     force_release,
     list_pagination,
+    list_scan_bound,
     lock_delay,
     queue_expiry_handoff,
     queue_fifo,
     queue_wait_timeout,
+    queue_waiter_count,
     refresh_after_clock_jump,
     refresh_on_promotion,
     release_by_owner,

@@ -89,7 +89,7 @@ pub use command::{
 pub use error::{LockError, SnapshotError};
 pub use event::{Event, EventKind};
 pub use key_state::{same_app, KeyState, Waiter};
-pub use table::{Applied, LockTable, TableSnapshot, Validation};
+pub use table::{Applied, ListPage, LockTable, TableSnapshot, Validation};
 pub use types::{
     AppName, InvalidInput, Key, Owner, Token, MAX_APP_LEN, MAX_KEY_LEN, MAX_OWNER_LEN,
 };

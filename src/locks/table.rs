@@ -40,6 +40,16 @@ pub struct Validation {
     pub current_token: Option<Token>,
 }
 
+/// Answer of [`LockTable::list`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListPage<'a> {
+    /// Live grants in key order.
+    pub grants: Vec<&'a Grant>,
+    /// Set when the walk stopped at its scan bound with keys left in range: the next
+    /// walk starts after this key (which may hold no live grant).
+    pub resume_after: Option<Key>,
+}
+
 /// The serialised table: what a snapshot carries.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableSnapshot {
@@ -48,13 +58,14 @@ pub struct TableSnapshot {
 }
 
 /// Every stored key, with an expiry index, a token index, the keys that have waiters or
-/// a lock-delay, and the table's clock.
+/// a lock-delay, the number of waiters, and the table's clock.
 ///
 /// Invariants: `expiry` holds exactly one `(expires_at_ms, key)` per stored holder;
 /// `tokens` maps exactly every stored holder's token to its key (tokens are unique: each
 /// is the index of the entry that granted it);
-/// `pending` holds exactly the keys with waiters or a lock-delay set; no stored key is
-/// idle (no holder, no waiters, no delay).
+/// `pending` holds exactly the keys with waiters or a lock-delay set; `waiters` is the
+/// sum of every stored key's queue length; no stored key is idle (no holder, no
+/// waiters, no delay).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LockTable {
     keys: BTreeMap<Key, KeyState>,
@@ -64,6 +75,9 @@ pub struct LockTable {
     /// [`LockTable::from_parts`] at start-up and on snapshot install.
     tokens: BTreeMap<Token, Key>,
     pending: BTreeSet<Key>,
+    /// Waiters in all queues, including those whose wait ran out and that no entry has
+    /// removed yet (the API's quota reads it on every waiting acquire: no walk).
+    waiters: usize,
     /// Highest `now_ms` applied: state-machine time never goes backwards.
     now_ms: u64,
 }
@@ -417,6 +431,7 @@ impl LockTable {
                     self.tokens.remove(&h.token);
                 }
                 self.pending.remove(key);
+                self.waiters -= st.waiters.len();
                 st
             }
             None => KeyState::new(key.clone()),
@@ -435,6 +450,7 @@ impl LockTable {
         if !st.waiters.is_empty() || st.delay_until_ms > 0 {
             self.pending.insert(st.key.clone());
         }
+        self.waiters += st.waiters.len();
         self.keys.insert(st.key.clone(), st);
     }
 
@@ -487,26 +503,53 @@ impl LockTable {
             .map_or(0, |st| st.live_waiters(now_ms).count())
     }
 
+    /// Waiters in all queues (some may have timed out and not been removed yet).
+    pub fn waiters_total(&self) -> usize {
+        self.waiters
+    }
+
     /// Up to `limit` live grants whose keys start with `prefix` and sort after `after`,
-    /// in key order.
+    /// in key order, looking at no more than `max_scan` stored keys: keys without a live
+    /// holder (queued, in lock-delay, expired) are stepped over, and a reader holds the
+    /// table while it walks, so the walk is bounded. When it stops at `max_scan`,
+    /// [`ListPage::resume_after`] says where to go on.
     pub fn list(
         &self,
         prefix: &str,
         after: Option<&Key>,
         limit: usize,
+        max_scan: usize,
         now_ms: u64,
-    ) -> Vec<&Grant> {
+    ) -> ListPage<'_> {
         let start = match after {
             Some(a) if a.as_str() >= prefix => Bound::Excluded(a.as_str()),
             _ => Bound::Included(prefix),
         };
-        self.keys
+        let mut page = ListPage {
+            grants: Vec::new(),
+            resume_after: None,
+        };
+        let in_range = self
+            .keys
             .range::<str, _>((start, Bound::Unbounded))
             .map(|(_, st)| st)
-            .take_while(|st| st.key.as_str().starts_with(prefix))
-            .filter_map(|st| st.live_holder(now_ms))
-            .take(limit)
-            .collect()
+            .take_while(|st| st.key.as_str().starts_with(prefix));
+        let mut last_scanned: Option<&Key> = None;
+        for (scanned, st) in in_range.enumerate() {
+            if page.grants.len() == limit {
+                break;
+            }
+            // Another key is in range, but the walk has looked at enough.
+            if scanned == max_scan {
+                page.resume_after = last_scanned.cloned();
+                break;
+            }
+            last_scanned = Some(&st.key);
+            if let Some(g) = st.live_holder(now_ms) {
+                page.grants.push(g);
+            }
+        }
+        page
     }
 
     /// Whether `token` holds `key`'s live lease at `now_ms`.
@@ -612,6 +655,8 @@ impl LockTable {
             .map(|st| st.key.clone())
             .collect();
         assert_eq!(self.pending, pending, "pending index out of sync");
+        let waiters: usize = self.states().map(|st| st.waiters.len()).sum();
+        assert_eq!(self.waiters, waiters, "waiter count out of sync");
         for (k, st) in &self.keys {
             assert_eq!(k, &st.key);
             assert!(st.holder.as_ref().is_none_or(|h| &h.key == k));

@@ -35,6 +35,15 @@ pub enum ErrorCode {
     /// The node serves its maximum number of connections, all busy: retry, or use
     /// another node (503).
     TooManyConnections,
+    /// The key's queue holds `api.max_waiters_per_key` waiters, or all queues together
+    /// hold `api.max_waiters`: retry after `Retry-After` (429).
+    QueueFull,
+    /// `api.max_locks` keys are stored; an acquire of another key waits until some are
+    /// freed (429).
+    TooManyLocks,
+    /// The node serves `api.max_event_streams` event streams: retry, or use another
+    /// node (503).
+    TooManyStreams,
     /// A bug or a stopped node (500).
     Internal,
     /// A request to the peer-only Raft listener without the right cluster secret (401).
@@ -53,7 +62,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code a node sends, in the README's order.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::InvalidKey,
         ErrorCode::InvalidRequest,
         ErrorCode::PayloadTooLarge,
@@ -65,6 +74,9 @@ impl ErrorCode {
         ErrorCode::NoLeader,
         ErrorCode::OutcomeUnknown,
         ErrorCode::TooManyConnections,
+        ErrorCode::QueueFull,
+        ErrorCode::TooManyLocks,
+        ErrorCode::TooManyStreams,
         ErrorCode::Internal,
         ErrorCode::Unauthorized,
         ErrorCode::InvalidApiKey,
@@ -85,6 +97,9 @@ impl ErrorCode {
             ErrorCode::NoLeader => "NO_LEADER",
             ErrorCode::OutcomeUnknown => "OUTCOME_UNKNOWN",
             ErrorCode::TooManyConnections => "TOO_MANY_CONNECTIONS",
+            ErrorCode::QueueFull => "QUEUE_FULL",
+            ErrorCode::TooManyLocks => "TOO_MANY_LOCKS",
+            ErrorCode::TooManyStreams => "TOO_MANY_STREAMS",
             ErrorCode::Internal => "INTERNAL",
             ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::InvalidApiKey => "INVALID_API_KEY",
@@ -101,12 +116,16 @@ impl ErrorCode {
         )
     }
 
-    /// Whether a client may send the same request again (to any node): the cluster could
-    /// not decide now, and every write is idempotent.
+    /// Whether a client may send the same request again (to any node) at once: the
+    /// cluster could not decide now, and every write is idempotent. The quotas
+    /// (`QUEUE_FULL`, `TOO_MANY_LOCKS`) are not: they last until others let go.
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            ErrorCode::NoLeader | ErrorCode::OutcomeUnknown | ErrorCode::TooManyConnections
+            ErrorCode::NoLeader
+                | ErrorCode::OutcomeUnknown
+                | ErrorCode::TooManyConnections
+                | ErrorCode::TooManyStreams
         )
     }
 }

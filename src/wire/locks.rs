@@ -112,9 +112,15 @@ pub enum Consistency {
 pub struct ReadQuery {
     #[serde(default)]
     pub consistency: Consistency,
-    /// List the waiters of the key's queue (`waiter_list`).
+    /// List the waiters of the key's queue (`waiter_list`), one page at a time.
     #[serde(default)]
     pub waiters: bool,
+    /// Most waiters in the page (default 100, at most `api.max_list_limit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiters_limit: Option<usize>,
+    /// The `waiters_next_cursor` of the previous page: the owner the page ended with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiters_cursor: Option<String>,
 }
 
 /// Query of `GET /v1/locks`.
@@ -190,9 +196,12 @@ pub struct LockInfo {
     pub ttl_ms: u64,
     /// Clients waiting in the key's queue.
     pub waiters: u64,
-    /// The queue in order, with `?waiters=true`.
+    /// The queue in order, with `?waiters=true`: one page of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiter_list: Option<Vec<WaiterInfo>>,
+    /// More waiters follow `waiter_list`: pass this as `waiters_cursor` for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiters_next_cursor: Option<String>,
 }
 
 impl From<&locks::Grant> for LockInfo {
@@ -208,6 +217,7 @@ impl From<&locks::Grant> for LockInfo {
             ttl_ms: g.ttl_ms,
             waiters: 0,
             waiter_list: None,
+            waiters_next_cursor: None,
         }
     }
 }
