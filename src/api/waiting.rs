@@ -2,7 +2,7 @@
 //!
 //! The request is served by the leader (followers relay it, with a timeout that covers
 //! the wait). The handler subscribes to this key's applied events *before* proposing,
-//! proposes the acquire (from a node task, see [`Proposal`]), and — if the answer is "queued" — waits for an event that ends
+//! proposes the acquire (from a node task, see `Proposal`), and — if the answer is "queued" — waits for an event that ends
 //! the wait for its owner: `acquired` (answer the grant), or `wait_timeout` /
 //! `wait_cancelled` (answer `WAIT_TIMEOUT`). Every node applies every entry, so this
 //! works on even if leadership moves during the wait.
@@ -58,7 +58,14 @@ pub async fn acquire(
     // Subscribed before proposing, so no event of this wait is missed; this key only,
     // so other keys' writes do not wake the request.
     let mut events = app.node.subscribe_key_events(&key);
-    let mut proposal = Proposal::start(app, key.clone(), owner.clone(), options, caller.clone(), admission);
+    let mut proposal = Proposal::start(
+        app,
+        key.clone(),
+        owner.clone(),
+        options,
+        caller.clone(),
+        admission,
+    );
     let reply = proposal.reply().await?;
     let queued = match reply {
         Reply::Granted(g) => return Ok(g),
