@@ -55,6 +55,11 @@ async fn assert_healthy(cluster: &TestCluster, id: u64) {
 
 /// Reads one answer (head and a content-length body) from `s`: status, head, body.
 async fn read_answer(s: &mut TcpStream) -> (u16, String, String) {
+    read_answer_within(s, PROMPTLY).await
+}
+
+/// Reads one HTTP answer, each read within `wait`.
+async fn read_answer_within(s: &mut TcpStream, wait: Duration) -> (u16, String, String) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -76,7 +81,7 @@ async fn read_answer(s: &mut TcpStream) -> (u16, String, String) {
                 );
             }
         }
-        let n = tokio::time::timeout(PROMPTLY, s.read(&mut chunk))
+        let n = tokio::time::timeout(wait, s.read(&mut chunk))
             .await
             .expect("an answer in time")
             .unwrap_or(0);
@@ -350,19 +355,19 @@ async fn a_snapshot_build_out_of_descriptors_is_retried_until_it_succeeds() {
     assert_eq!(status, StatusCode::OK);
     let before = cluster.cluster_view(1).await.expect("view")["snapshot_index"].as_u64();
     let pid = pid(&cluster, 1);
-    // A connection opened now keeps working when no new descriptor can be opened.
+    // Connections opened now keep working when no new descriptor can be opened: one for
+    // the snapshot request (answered once the build is done), one for health checks.
     let mut conn = TcpStream::connect(cluster.api(1)).await.expect("connect");
+    let mut snapshot_conn = TcpStream::connect(cluster.api(1)).await.expect("connect");
     let health = "GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n";
     assert_eq!(exchange(&mut conn, health).await.0, 200);
 
     // Descriptors 0-2 are open, so with a limit of 3 every open fails with EMFILE.
     set_open_files_limit(pid, Some(3));
-    let (status, _, body) = exchange(
-        &mut conn,
-        "POST /v1/cluster/snapshot HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n",
-    )
-    .await;
-    assert_eq!(status, 202, "{body}");
+    snapshot_conn
+        .write_all(b"POST /v1/cluster/snapshot HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n")
+        .await
+        .expect("write");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !cluster.log(1).contains("out of file descriptors; retrying") {
         assert!(
@@ -381,6 +386,9 @@ async fn a_snapshot_build_out_of_descriptors_is_retried_until_it_succeeds() {
         .is_some_and(|c| c.try_wait().ok().flatten().is_none()));
 
     set_open_files_limit(pid, None);
+    // The request waited for the build (a snapshot request joins the build in flight).
+    let (status, _, body) = read_answer_within(&mut snapshot_conn, Duration::from_secs(30)).await;
+    assert_eq!(status, 200, "{body}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let view = cluster.cluster_view(1).await;
