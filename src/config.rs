@@ -16,7 +16,7 @@ use crate::NodeId;
 pub const ENV_PREFIX: &str = "BATON_";
 
 /// Sections whose scalar keys may be overridden from the environment.
-const OVERRIDABLE_SECTIONS: &[&str] = &["raft", "lease", "api", "auth"];
+const OVERRIDABLE_SECTIONS: &[&str] = &["raft", "lease", "api", "auth", "compat"];
 
 /// Upper bound of `api.max_list_limit`: a page of this many locks is already a large
 /// answer, and the bound keeps `limit + 1` (the look-ahead that tells "more") far from
@@ -81,6 +81,8 @@ pub struct Config {
     pub api: ApiConfig,
     #[serde(default)]
     pub auth: AuthConfig,
+    #[serde(default)]
+    pub compat: CompatConfig,
 }
 
 /// `[auth]`: API keys per application (see `auth::keys` for the keys file).
@@ -186,6 +188,23 @@ impl Default for LeaseConfig {
             max_wait_ms: 3_600_000,
             max_lock_delay_ms: 60_000,
         }
+    }
+}
+
+/// `[compat]`: other systems' APIs served on top of the lock table.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompatConfig {
+    /// Lease of a lock created through the Tracker API without a `ttl_ms`; absent: the
+    /// longest lease, `lease.max_ttl_ms` (24 h by default). Tracker locks never expired;
+    /// Baton's do, so a forgotten one is freed after this long.
+    pub tracker_ttl_ms: Option<u64>,
+}
+
+impl Config {
+    /// The lease of a Tracker lock created without a `ttl_ms`.
+    pub fn tracker_ttl_ms(&self) -> u64 {
+        self.compat.tracker_ttl_ms.unwrap_or(self.lease.max_ttl_ms)
     }
 }
 
@@ -466,6 +485,14 @@ impl Config {
         ] {
             if value == 0 {
                 return bad(format!("{key} must be positive"));
+            }
+        }
+        if let Some(ttl) = self.compat.tracker_ttl_ms {
+            if !(l.min_ttl_ms..=l.max_ttl_ms).contains(&ttl) {
+                return bad(format!(
+                    "compat.tracker_ttl_ms {ttl} is outside [lease.min_ttl_ms {}, lease.max_ttl_ms {}]",
+                    l.min_ttl_ms, l.max_ttl_ms
+                ));
             }
         }
         if a.header_read_timeout_ms == 0 || a.body_read_timeout_ms == 0 {

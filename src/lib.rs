@@ -34,6 +34,8 @@ pub mod client;
 #[cfg(feature = "server")]
 pub mod codec;
 #[cfg(feature = "server")]
+pub mod compat;
+#[cfg(feature = "server")]
 pub mod config;
 pub mod locks;
 #[cfg(feature = "server")]

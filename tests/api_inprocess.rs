@@ -95,6 +95,7 @@ fn config(dir: &std::path::Path, nodes: u64) -> Config {
             ..ApiConfig::default()
         },
         auth: AuthConfig::default(),
+        compat: Default::default(),
     };
     config.validate().expect("test config is valid");
     config

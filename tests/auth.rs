@@ -564,3 +564,156 @@ async fn a_changed_keys_file_grants_and_revokes_without_restart_and_a_bad_one_is
         .await));
     }
 }
+
+/// Tracker's routes with auth on: the same keys, the same permissions as Baton's own
+/// (`lock` to create and unlock, `admin` to unlock another application's lock, `read`
+/// on every key to list), errors in Tracker's `{"error"}` shape, and the grant bound to
+/// the creating application.
+#[tokio::test]
+async fn tracker_routes_take_the_same_keys_and_permissions() {
+    let c = cluster().await;
+    let leader = c.leader().await;
+    let follower = c.other_than(leader);
+    let create = json!({"service": "app:deploy", "who": "ci"});
+
+    // No key, an unknown key: 401 in Tracker's shape, no id, nothing created.
+    for headers in [vec![], bearer("not-a-known-key")] {
+        let got = send(
+            &c,
+            follower,
+            Method::POST,
+            "/api/v1alpha1/lock",
+            &headers,
+            Some(create.clone()),
+        )
+        .await;
+        assert_eq!(got.0, StatusCode::UNAUTHORIZED, "{}", got.1);
+        assert!(got.1["error"].is_string(), "{}", got.1);
+        assert!(got.1.get("id").is_none(), "{}", got.1);
+    }
+    // `read` only, or `lock` outside the key's prefix: 403.
+    for (key, service) in [(READER, "app:deploy"), (LOCKER, "elsewhere")] {
+        let body = json!({"service": service, "who": "ci"});
+        let got = as_app(
+            &c,
+            follower,
+            key,
+            Method::POST,
+            "/api/v1alpha1/lock",
+            Some(body),
+        )
+        .await;
+        assert_eq!(got.0, StatusCode::FORBIDDEN, "{service}: {}", got.1);
+        assert!(got.1["error"].is_string(), "{}", got.1);
+    }
+    let got = as_app(
+        &c,
+        leader,
+        OPS,
+        Method::GET,
+        "/api/v1alpha1/locks/list",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (got.0, got.1["total"].clone()),
+        (StatusCode::OK, json!(0)),
+        "{}",
+        got.1
+    );
+
+    // `locker` creates through a follower; `reader` may read it, not list every key.
+    let got = as_app(
+        &c,
+        follower,
+        LOCKER,
+        Method::POST,
+        "/api/v1alpha1/lock",
+        Some(create.clone()),
+    )
+    .await;
+    assert_eq!(got.0, StatusCode::OK, "{}", got.1);
+    let id = got.1["id"].as_str().expect("id").to_string();
+    let got = as_app(
+        &c,
+        follower,
+        READER,
+        Method::GET,
+        &format!("/api/v1alpha1/lock/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (got.0, got.1["who"].clone()),
+        (StatusCode::OK, json!("ci")),
+        "{}",
+        got.1
+    );
+    let got = as_app(
+        &c,
+        follower,
+        READER,
+        Method::GET,
+        "/api/v1alpha1/locks/list",
+        None,
+    )
+    .await;
+    assert_eq!(got.0, StatusCode::FORBIDDEN, "{}", got.1);
+
+    // Another application's unlock is refused (directly and relayed); the lock stays.
+    for node in [leader, follower] {
+        let got = as_app(
+            &c,
+            node,
+            OTHER,
+            Method::GET,
+            &format!("/api/v1alpha1/unlock/{id}"),
+            None,
+        )
+        .await;
+        assert_eq!(got.0, StatusCode::FORBIDDEN, "node {node}: {}", got.1);
+    }
+    let got = as_app(
+        &c,
+        leader,
+        OPS,
+        Method::GET,
+        &format!("/api/v1alpha1/lock/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(got.0, StatusCode::OK, "{}", got.1);
+    // `admin` unlocks anything.
+    let got = as_app(
+        &c,
+        follower,
+        OPS,
+        Method::GET,
+        &format!("/api/v1alpha1/unlock/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (got.0, got.1["success"].clone()),
+        (StatusCode::OK, json!(true)),
+        "{}",
+        got.1
+    );
+
+    // The grant is the creating application's: its release by key with `{}` frees it.
+    let got = as_app(
+        &c,
+        leader,
+        LOCKER,
+        Method::POST,
+        "/api/v1alpha1/lock",
+        Some(create),
+    )
+    .await;
+    assert_eq!(got.0, StatusCode::OK, "{}", got.1);
+    let release = "/v1/locks/app:deploy/release";
+    let got = as_app(&c, follower, OTHER, Method::POST, release, Some(json!({}))).await;
+    assert_eq!(got.1["released"], json!(false), "{}", got.1);
+    let got = as_app(&c, follower, LOCKER, Method::POST, release, Some(json!({}))).await;
+    assert_eq!(got.1["released"], json!(true), "{}", got.1);
+}

@@ -32,6 +32,7 @@ fn single_node(api: SocketAddr, raft: SocketAddr, dir: &Path) -> Arc<Config> {
         lease: Default::default(),
         api: Default::default(),
         auth: Default::default(),
+        compat: Default::default(),
     };
     config.raft.heartbeat_interval_ms = 50;
     config.raft.election_timeout_min_ms = 200;

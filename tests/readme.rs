@@ -79,8 +79,8 @@ fn marked_blocks(readme: &str) -> Vec<Block> {
 }
 
 /// Replaces what differs between runs: RFC 3339 timestamps become `<time>`, and the
-/// number after `token":` or `token ` becomes `<n>` (fencing tokens are log indexes,
-/// which depend on elections and sweeps).
+/// number after `token":`, `token ` or `"id":"` (a Tracker lock id) becomes `<n>`
+/// (fencing tokens are log indexes, which depend on elections and sweeps).
 fn normalise(line: &str) -> String {
     let chars: Vec<char> = line.chars().collect();
     let mut out = String::new();
@@ -93,7 +93,7 @@ fn normalise(line: &str) -> String {
         }
         out.push(chars[i]);
         i += 1;
-        if out.ends_with("token\":") || out.ends_with("token ") {
+        if out.ends_with("token\":") || out.ends_with("token ") || out.ends_with("\"id\":\"") {
             let digits = chars[i..].iter().take_while(|c| c.is_ascii_digit()).count();
             if digits > 0 {
                 out.push_str("<n>");

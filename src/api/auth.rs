@@ -58,6 +58,9 @@ pub enum Access {
     Open,
     /// Any known key (the cluster view: no lock data).
     AnyKey,
+    /// Any known key here; the operation checks the permission on the key once it
+    /// knows it (Tracker's API names its lock in the body or by id).
+    KeyInOperation,
     /// The permission on this key.
     Key(Permission, String),
     /// The permission on every key starting with this prefix (a list).
@@ -84,6 +87,15 @@ pub fn access(method: &Method, matched: &str, key: Option<&str>, query: Option<&
         | ("POST", "/v1/locks/{key}/validate") => Access::Key(Permission::Read, key()),
         ("DELETE", "/v1/locks/{key}") => Access::Key(Permission::Admin, key()),
         ("GET", "/v1/locks") => Access::Prefix(Permission::Read, list_prefix(query)),
+        ("GET", "/api/v1alpha1/locks/list") => Access::Prefix(Permission::Read, String::new()),
+        ("POST", "/api/v1alpha1/lock")
+        | (
+            "GET",
+            "/api/v1alpha1/lock/{id}"
+            | "/api/v1alpha1/unlock/{id}"
+            | "/api/v1alpha1/lock/"
+            | "/api/v1alpha1/unlock/",
+        ) => Access::KeyInOperation,
         _ => Access::All(Permission::Admin),
     }
 }
@@ -150,7 +162,7 @@ pub fn authenticate(store: &KeyStore, headers: &HeaderMap) -> Result<Principal, 
 pub fn check(principal: &Principal, access: &Access) -> Result<(), ApiError> {
     let app = &principal.app;
     let allowed = match access {
-        Access::Open | Access::AnyKey => true,
+        Access::Open | Access::AnyKey | Access::KeyInOperation => true,
         Access::Key(p, key) => principal.allows(*p, key),
         Access::Prefix(p, prefix) => principal.allows_prefix(*p, prefix),
         Access::All(p) => principal.allows_all(*p),
@@ -164,7 +176,9 @@ pub fn check(principal: &Principal, access: &Access) -> Result<(), ApiError> {
             format!("application {app} has no {p} permission on every key starting with {prefix:?}")
         }
         Access::All(p) => format!("application {app} needs {p}=* (every key) here"),
-        Access::Open | Access::AnyKey => unreachable!("always allowed"),
+        Access::Open | Access::AnyKey | Access::KeyInOperation => {
+            unreachable!("always allowed")
+        }
     }))
 }
 

@@ -43,7 +43,7 @@ pub struct App {
     request_ids: Arc<AtomicU64>,
     /// The keys file, with `[auth] enabled`.
     keys: Option<Arc<KeyStore>>,
-    quotas: Arc<quota::Quotas>,
+    pub(crate) quotas: Arc<quota::Quotas>,
 }
 
 /// Why the API could not be set up.
@@ -143,6 +143,7 @@ pub fn router(app: App) -> Router {
         .merge(any_node)
         // Outside each route's relay: a follower checks the caller before relaying.
         .route_layer(middleware::from_fn_with_state(app.clone(), auth::guard))
+        .merge(crate::compat::tracker::rest::routes(&app))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

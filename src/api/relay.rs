@@ -49,6 +49,9 @@ pub enum Need {
     /// An acquire: served by the leader; its relay lasts as long as the `wait_ms` its
     /// body asks for.
     LeaderForWait,
+    /// A write sent as a `GET` (Tracker's `unlock`): served by the leader, and a relay
+    /// that gets no answer says `OUTCOME_UNKNOWN` as for any write, never `NO_LEADER`.
+    LeaderGetWrite,
 }
 
 /// The state of one route's [`to_leader`] middleware: the API and the route's need.
@@ -79,7 +82,7 @@ impl Need {
     /// Whether a request to this route (with this target) must be served by the leader.
     fn requires_leader(self, uri: &Uri) -> bool {
         match self {
-            Need::Leader | Need::LeaderForWait => true,
+            Need::Leader | Need::LeaderForWait | Need::LeaderGetWrite => true,
             // A query that does not parse goes to the leader, whose handler refuses it
             // as it would here.
             Need::LeaderUnlessLocal => !matches!(
@@ -134,6 +137,7 @@ pub async fn to_leader(State(route): State<Declared>, req: Request, next: Next) 
         body: bytes.clone(),
         timeout: route.need.relay_timeout(app, &bytes),
         caller: parts.extensions.get::<Caller>().map(Caller::app),
+        write: parts.method != Method::GET || route.need == Need::LeaderGetWrite,
     };
     match send_to_leader(app, outgoing).await {
         Some(answer) => answer,
@@ -157,6 +161,9 @@ pub struct Outgoing<'a> {
     pub timeout: Option<Duration>,
     /// The authenticated application (auth on), passed on as a signed identity.
     pub caller: Option<AppName>,
+    /// Whether the request may change state: a relay that gets no answer then says
+    /// `OUTCOME_UNKNOWN` (it may have happened), not `NO_LEADER`.
+    pub write: bool,
 }
 
 /// Waits (up to `api.leader_wait_ms`) for a known leader and relays `req` to it.
@@ -179,7 +186,6 @@ pub async fn send_to_leader(app: &App, req: Outgoing<'_>) -> Option<Response> {
     if let Err(e) = exact_target(req.target) {
         return Some(e.into_response());
     }
-    let is_write = req.method != Method::GET;
     let mut headers = req.headers.clone();
     headers.remove(PRINCIPAL_HEADER);
     if let Some(caller) = &req.caller {
@@ -193,6 +199,7 @@ pub async fn send_to_leader(app: &App, req: Outgoing<'_>) -> Option<Response> {
             }
         }
     }
+    let is_write = req.write;
     let relayed = app
         .forwarder
         .relay(

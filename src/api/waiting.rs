@@ -387,6 +387,7 @@ async fn relay_cancel(
         body: body.into(),
         timeout: None,
         caller,
+        write: true,
     };
     match relay::send_to_leader(app, outgoing).await {
         Some(answer) if answer.status().is_success() => true,
