@@ -35,15 +35,27 @@ use crate::node::Node;
 use problem::ApiError;
 use relay::Need;
 
-/// Shared state of the API handlers.
+/// Shared state of the API handlers, behind one `Arc`: every request clones it once
+/// per middleware and once for its handler, so a clone is one counter increment.
 #[derive(Clone)]
-pub struct App {
+pub struct App(Arc<AppState>);
+
+/// What [`App`] shares.
+pub struct AppState {
     pub node: Node,
     forwarder: Forwarder,
-    request_ids: Arc<AtomicU64>,
+    request_ids: AtomicU64,
     /// The keys file, with `[auth] enabled`.
     keys: Option<Arc<KeyStore>>,
     pub(crate) quotas: Arc<quota::Quotas>,
+}
+
+impl std::ops::Deref for App {
+    type Target = AppState;
+
+    fn deref(&self) -> &AppState {
+        &self.0
+    }
 }
 
 /// Why the API could not be set up.
@@ -72,13 +84,13 @@ impl App {
             _ => None,
         };
         let quotas = Arc::new(quota::Quotas::new(&node.config().api));
-        Ok(App {
+        Ok(App(Arc::new(AppState {
             node,
             forwarder,
-            request_ids: Arc::new(AtomicU64::new(0)),
+            request_ids: AtomicU64::new(0),
             keys,
             quotas,
-        })
+        })))
     }
 
     /// Resolves a requested TTL against `[lease]`.
