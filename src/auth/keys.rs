@@ -177,8 +177,9 @@ fn parse_hash(field: &str) -> Result<[u8; 32], String> {
         return Err("key hash must be 64 hex digits after \"sha256:\"".into());
     }
     let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("checked hex digits");
+    for (byte, pair) in out.iter_mut().zip(hex.as_bytes().chunks(2)) {
+        let digits = std::str::from_utf8(pair).map_err(|e| e.to_string())?;
+        *byte = u8::from_str_radix(digits, 16).map_err(|e| e.to_string())?;
     }
     Ok(out)
 }
@@ -204,7 +205,9 @@ impl Keys {
                 continue;
             }
             let mut fields = content.split_whitespace();
-            let name = fields.next().expect("a non-empty line has a field");
+            let name = fields
+                .next()
+                .ok_or_else(|| bad("no application name".into()))?;
             let app = AppName::parse(name).map_err(|e| bad(e.to_string()))?;
             let hash =
                 parse_hash(fields.next().ok_or_else(|| bad("no key hash".into()))?).map_err(bad)?;
