@@ -17,6 +17,10 @@ use crate::locks::{Grant, Key, Owner, Token};
 pub const RETRY_AFTER_SECONDS: u64 = 1;
 /// `per_page` of a list that names none (Tracker's default).
 pub const DEFAULT_PER_PAGE: usize = 100;
+/// The deepest lock a page may reach (`page × per_page`). A page is found by walking the
+/// table in key order under its read lock, so this bounds the walk one request causes
+/// (Baton's own `GET /v1/locks` pages with a cursor and has no such limit).
+pub const MAX_PAGE_DEPTH: usize = 100_000;
 
 /// Tracker's lock object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,10 +128,15 @@ impl ListQuery {
                 "per_page {per_page} is outside 1..={max_per_page}"
             )));
         }
-        Ok(Page {
-            page: usize::try_from(page).unwrap_or(usize::MAX),
-            per_page: per_page as usize,
-        })
+        let page = usize::try_from(page).unwrap_or(usize::MAX);
+        let per_page = per_page as usize;
+        if page.saturating_mul(per_page) > MAX_PAGE_DEPTH {
+            return Err(TrackerError::BadRequest(format!(
+                "page {page} of {per_page} reaches past lock {MAX_PAGE_DEPTH}, the deepest this API pages; \
+                 Baton's GET /v1/locks pages any number of locks with a cursor"
+            )));
+        }
+        Ok(Page { page, per_page })
     }
 }
 
@@ -312,6 +321,9 @@ mod tests {
     #[test_case(Some(0), None, Err(()); "page zero")]
     #[test_case(None, Some(0), Err(()); "per_page zero")]
     #[test_case(None, Some(1001), Err(()); "per_page above the maximum")]
+    #[test_case(Some(100), Some(1000), Ok((100, 1000)); "the deepest page")]
+    #[test_case(Some(101), Some(1000), Err(()); "past the deepest page")]
+    #[test_case(Some(i64::MAX), Some(2), Err(()); "a page number that overflows")]
     fn list_pages_are_checked(
         page: Option<i64>,
         per_page: Option<i64>,
