@@ -13,7 +13,9 @@
 #     target/bench/logs/<mode>-<conns>/  the nodes' logs of each run
 #
 # Environment: BENCH_DURATION (10s), BENCH_WARMUP (2s), BENCH_MODES ("uncontended cycle
-# contended read"), BENCH_CONNS ("1 16 64 256"), BENCH_TARGET (leader), BENCH_TTL (30s,
+# contended read"; also "queue": every connection waits in one key's queue, so
+# BENCH_CONNS above api.max_waiters_per_key (1000) needs BATON_API_MAX_WAITERS_PER_KEY,
+# which the nodes read from the environment), BENCH_CONNS ("1 16 64 256"), BENCH_TARGET (leader), BENCH_TTL (30s,
 # the lease of every acquire), BENCH_OUT
 # (target/bench), BENCH_RUN_TIMEOUT seconds per run (300), BATON_READY_TIMEOUT seconds
 # (60), CARGO_TARGET_DIR (cargo's default), BENCH_BIN (a prebuilt `baton` to run instead of
@@ -33,6 +35,9 @@ READY_TIMEOUT=${BATON_READY_TIMEOUT:-60}
 NODES=3
 . scripts/lib/local_cluster.sh
 BIN=${BENCH_BIN:-$(baton_bin)}
+
+# Thousands of connections need more descriptors than a shell's default soft limit.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 for tool in curl python3; do
   command -v "$tool" >/dev/null || { echo "bench.sh needs $tool" >&2; exit 2; }

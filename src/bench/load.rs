@@ -8,7 +8,11 @@
 //! - `cycle`: acquire `bench-<run>-<conn>`, then release it with the token (two requests);
 //! - `contended`: every connection acquires `bench-<run>-contended`; `LOCK_HELD` is an
 //!   expected refusal, and a granted lock is released at once;
-//! - `read`: linearizable `GET /v1/locks/bench-<run>-read` (acquired by the runner).
+//! - `read`: linearizable `GET /v1/locks/bench-<run>-read` (acquired by the runner);
+//! - `queue`: every connection waits in the FIFO queue of `bench-<run>-queue`
+//!   ([`QUEUE_WAIT_MS`]) and releases the lock as soon as it is granted, so the key is
+//!   handed from one waiter to the next; an acquire's latency is its time in the queue,
+//!   and `WAIT_TIMEOUT` is an expected refusal (the worker queues again at the back).
 //!
 //! A request is recorded when it *started* inside the measured window
 //! `[measure_from, end)`; no request starts at or after `end`, and the one in flight then
@@ -36,6 +40,9 @@ use crate::wire::{AcquireRequest, ErrorCode, ReleaseRequest};
 
 /// Pause after an error before the next request.
 pub const ERROR_BACKOFF: Duration = Duration::from_millis(20);
+/// `wait_ms` of a `queue` acquire: below the client's [`super::conn::REQUEST_TIMEOUT`],
+/// so a wait that runs out is the server's `WAIT_TIMEOUT`, not a transport timeout.
+pub const QUEUE_WAIT_MS: u64 = 8_000;
 
 /// What every worker of a run shares.
 #[derive(Clone, Debug)]
@@ -113,6 +120,17 @@ pub fn acquire_body(owner: &str, ttl_ms: u64) -> Bytes {
     Bytes::from(serde_json::to_vec(&body).expect("a struct of strings and numbers serialises"))
 }
 
+/// The body of an acquire that waits up to `wait_ms` in the key's queue.
+pub fn waiting_acquire_body(owner: &str, ttl_ms: u64, wait_ms: u64) -> Bytes {
+    let body = AcquireRequest {
+        owner: owner.to_string(),
+        ttl_ms: Some(ttl_ms),
+        wait_ms: Some(wait_ms),
+        ..Default::default()
+    };
+    Bytes::from(serde_json::to_vec(&body).expect("a struct of strings and numbers serialises"))
+}
+
 /// The body of a release-by-token request.
 pub fn release_body(token: u64) -> Bytes {
     Bytes::from(
@@ -147,10 +165,14 @@ impl Worker {
         let run = self.plan.run_id.clone();
         let i = self.index;
         let owner = format!("bench-{run}-{i}");
-        let acquire = acquire_body(&owner, self.plan.ttl_ms);
+        let acquire = match self.plan.mode {
+            Mode::Queue => waiting_acquire_body(&owner, self.plan.ttl_ms, QUEUE_WAIT_MS),
+            _ => acquire_body(&owner, self.plan.ttl_ms),
+        };
         let key = match self.plan.mode {
             Mode::Cycle => owner.clone(),
             Mode::Contended => format!("bench-{run}-contended"),
+            Mode::Queue => format!("bench-{run}-queue"),
             Mode::Read => read_key(&run),
             Mode::Uncontended => String::new(),
         };
@@ -172,9 +194,12 @@ impl Worker {
                     )
                     .await;
                 }
-                Mode::Cycle | Mode::Contended => {
-                    let expected =
-                        (self.plan.mode == Mode::Contended).then_some(ErrorCode::LockHeld);
+                Mode::Cycle | Mode::Contended | Mode::Queue => {
+                    let expected = match self.plan.mode {
+                        Mode::Contended => Some(ErrorCode::LockHeld),
+                        Mode::Queue => Some(ErrorCode::WaitTimeout),
+                        _ => None,
+                    };
                     let body = Some(acquire.clone());
                     let granted = self
                         .call(Op::Acquire, Method::POST, &acquire_path, body, expected)
@@ -288,6 +313,12 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({"owner": "bench-x-1", "ttl_ms": 30000})
+        );
+        let v: serde_json::Value =
+            serde_json::from_slice(&waiting_acquire_body("bench-x-1", 30_000, 8_000)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"owner": "bench-x-1", "ttl_ms": 30000, "wait_ms": 8000})
         );
         let v: serde_json::Value = serde_json::from_slice(&release_body(42)).unwrap();
         assert_eq!(v, serde_json::json!({"token": 42}));

@@ -6,8 +6,8 @@
 //! leader and spreads the connections ([`topology`]), merges the records and measures
 //! the client's own CPU use ([`cpu`]) into one [`Report`] ([`run()`]).
 //!
-//! Modes ([`Mode`]) exercise the write path (uncontended, cycle, contended) and the
-//! linearizable read path (read); targets ([`Target`]) show the cost of forwarding.
+//! Modes ([`Mode`]) exercise the write path (uncontended, cycle, contended), the queue
+//! (queue) and the linearizable read path (read); targets ([`Target`]) show the cost of forwarding.
 //! The benchmark only ever talks to the endpoints it is given (loopback in
 //! `scripts/bench.sh`), and every run is bounded by `--warmup + --duration` plus at
 //! most one request timeout.
@@ -40,6 +40,9 @@ pub enum Mode {
     Contended,
     /// Linearizable `GET` of one key held for the whole run.
     Read,
+    /// Every connection waits in one key's FIFO queue and releases at once when
+    /// granted: the handoff rate, and each waiter's time in the queue.
+    Queue,
 }
 
 impl Mode {
@@ -50,6 +53,7 @@ impl Mode {
             Mode::Cycle => "cycle",
             Mode::Contended => "contended",
             Mode::Read => "read",
+            Mode::Queue => "queue",
         }
     }
 }
