@@ -364,3 +364,58 @@ async fn a_leader_cut_off_from_its_quorum_answers_outcome_unknown_and_no_leader(
         "{lock}"
     );
 }
+
+/// A relay to a paused leader (SIGSTOP: its sockets stay open, nothing answers) would
+/// wait for it until the relay's timeout. Once another node leads, a read is relayed to
+/// that node and a write is answered `OUTCOME_UNKNOWN` at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_to_a_paused_leader_ends_when_another_node_leads() {
+    // Relays would wait 21 s for the paused leader; the client waits longer than that.
+    let cluster = TestCluster::start_with(Options {
+        request_timeout_ms: 20_000,
+        ..Options::default()
+    })
+    .await;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let old = cluster.leader().await;
+    let follower = cluster.other_than(old);
+    let (status, held) = cluster.acquire(old, "relayed", "holder", 600_000).await;
+    assert_eq!(status, StatusCode::OK, "{held}");
+
+    cluster.pause(old);
+    // Sent at once: the follower still takes the paused node for the leader.
+    let read = http
+        .get(format!("http://{}/v1/locks/relayed", cluster.api(follower)))
+        .send();
+    let write = http
+        .post(format!(
+            "http://{}/v1/locks/other/acquire",
+            cluster.api(follower)
+        ))
+        .json(&json!({"owner": "w", "ttl_ms": 60_000}))
+        .send();
+    let (read, write) = tokio::join!(read, write);
+    cluster.resume(old);
+
+    let read = read.expect("an answer to the read");
+    let status = read.status();
+    let body: Value = read.json().await.unwrap_or(Value::Null);
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["owner"], "holder", "{body}");
+    assert_eq!(body["token"], held["token"], "{body}");
+
+    let write = write.expect("an answer to the write");
+    let status = write.status();
+    let body: Value = write.json().await.unwrap_or(Value::Null);
+    // OK when the follower already knew the new leader as the write arrived.
+    if status != StatusCode::OK {
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["code"], "OUTCOME_UNKNOWN", "{body}");
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("stopped leading"), "{body}");
+    }
+}

@@ -14,6 +14,14 @@
 //! for an acquire that waits in a queue: its relay may last as long as the wait its body
 //! asks for (`wait_ms`, bounded by `lease.max_wait_ms`), read by parsing the body.
 //!
+//! When this node learns of another leader while a relay is in flight, it stops waiting
+//! for the old one, which may be paused or cut off and would answer only when it wakes
+//! (found by the chaos suite, seed 2026: writes through followers hung for the length of
+//! a leader's SIGSTOP): a write answers `OUTCOME_UNKNOWN` at once (it may have reached the
+//! old leader's log and still commit), a read is relayed to the new leader (up to
+//! three leaders). A waiting acquire is left alone: the node that has it
+//! follows the key's events whoever leads.
+//!
 //! [`send_to_leader`] is the same relay for requests the node makes itself (a waiting
 //! client's cancel, see [`super::waiting`]).
 //!
@@ -200,31 +208,76 @@ pub async fn send_to_leader(app: &App, req: Outgoing<'_>) -> Option<Response> {
         }
     }
     let is_write = req.write;
-    let relayed = app
-        .forwarder
-        .relay(
+    let mut leader = leader;
+    let mut relays = 0;
+    loop {
+        relays += 1;
+        let relayed = app.forwarder.relay(
             leader.id,
             &leader.api,
-            req.method,
+            req.method.clone(),
             req.target,
             &headers,
-            req.body,
+            req.body.clone(),
             req.timeout,
-        )
-        .await;
-    Some(match relayed {
-        Ok(r) => {
-            let mut resp = Response::new(Body::from(r.body));
-            *resp.status_mut() = r.status;
-            resp.headers_mut().extend(r.headers);
-            resp
+        );
+        // A waiting acquire (its own deadline) keeps waiting on the node that has it:
+        // that node follows the key's events whoever leads (see `api::waiting`).
+        let replaced = async {
+            match req.timeout {
+                None => app.node.leader_other_than(leader.id).await,
+                Some(_) => std::future::pending().await,
+            }
+        };
+        let next = tokio::select! {
+            relayed = relayed => return Some(match relayed {
+                Ok(r) => {
+                    let mut resp = Response::new(Body::from(r.body));
+                    *resp.status_mut() = r.status;
+                    resp.headers_mut().extend(r.headers);
+                    resp
+                }
+                Err(e @ ForwardError::NoAnswer { .. }) if is_write => {
+                    ApiError::OutcomeUnknown(e.to_string()).into_response()
+                }
+                Err(e) => no_leader(app, e.to_string()),
+            }),
+            next = replaced => next,
+        };
+        // Another node leads now: the old leader may be paused or cut off and answer
+        // only when it wakes, up to the relay's timeout. A write may have reached its
+        // log (and may still commit through the new leader), so its outcome is unknown;
+        // a read changed nothing and goes to the new leader.
+        let why = format!(
+            "node {} stopped leading (node {} leads now) while the request was relayed to it",
+            leader.id, next.id
+        );
+        tracing::debug!(
+            old = leader.id,
+            new = next.id,
+            write = is_write,
+            "leader replaced during a relay"
+        );
+        if is_write {
+            return Some(
+                ApiError::OutcomeUnknown(format!(
+                    "{why}; the request may or may not have taken effect"
+                ))
+                .into_response(),
+            );
         }
-        Err(e @ ForwardError::NoAnswer { .. }) if is_write => {
-            ApiError::OutcomeUnknown(e.to_string()).into_response()
+        if next.id == app.node.id() {
+            return None;
         }
-        Err(e) => no_leader(app, e.to_string()),
-    })
+        if relays >= MAX_READ_RELAYS {
+            return Some(no_leader(app, format!("{why}; relayed {relays} times")));
+        }
+        leader = next;
+    }
 }
+
+/// Leaders a read is relayed to in turn when each stops leading during its relay.
+const MAX_READ_RELAYS: usize = 3;
 
 /// Refuses a target the relay's HTTP client would not send byte for byte.
 fn exact_target(target: &str) -> Result<(), ApiError> {

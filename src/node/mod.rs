@@ -191,6 +191,22 @@ impl Node {
         })
     }
 
+    /// Resolves with the leader once this node knows one other than `id`: a request
+    /// relayed to `id` may then hang on a paused or cut-off node that no longer leads.
+    /// Pending while `id` leads or no leader is known.
+    pub async fn leader_other_than(&self, id: NodeId) -> LeaderContact {
+        let mut rx = self.inner.raft.metrics();
+        loop {
+            if let Some(l) = self.leader().filter(|l| l.id != id) {
+                return l;
+            }
+            if rx.changed().await.is_err() {
+                // Raft stopped: no other leader will ever be known here.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     /// Waits up to `timeout` for a known leader.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Option<LeaderContact> {
         let deadline = Instant::now() + timeout;

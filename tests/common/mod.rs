@@ -210,6 +210,25 @@ impl TestCluster {
         child.wait().ok().and_then(|s| s.code())
     }
 
+    /// SIGSTOP node `id` (a paused process: its sockets stay open, nothing answers).
+    pub fn pause(&self, id: u64) {
+        self.signal(id, "-STOP");
+    }
+
+    /// SIGCONT node `id`.
+    pub fn resume(&self, id: u64) {
+        self.signal(id, "-CONT");
+    }
+
+    fn signal(&self, id: u64, signal: &str) {
+        let child = self.nodes[&id].child.as_ref().expect("a running node");
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} node {id}");
+    }
+
     pub fn is_running(&self, id: u64) -> bool {
         self.nodes[&id].child.is_some()
     }
