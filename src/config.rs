@@ -16,7 +16,7 @@ use crate::NodeId;
 pub const ENV_PREFIX: &str = "BATON_";
 
 /// Sections whose scalar keys may be overridden from the environment.
-const OVERRIDABLE_SECTIONS: &[&str] = &["raft", "lease", "api", "auth", "compat"];
+const OVERRIDABLE_SECTIONS: &[&str] = &["raft", "lease", "api", "auth", "compat", "tls"];
 
 /// Upper bound of `api.max_list_limit`: a page of this many locks is already a large
 /// answer, and the bound keeps `limit + 1` (the look-ahead that tells "more") far from
@@ -83,6 +83,51 @@ pub struct Config {
     pub auth: AuthConfig,
     #[serde(default)]
     pub compat: CompatConfig,
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// `[tls]`: both listeners speak TLS, and nodes check each other's certificates (see
+/// `tls`). In every path, `{node}` is replaced by the node's id, so one `cluster.toml`
+/// can name a certificate per node (`certs/node{node}.pem`); `BATON_TLS_CERT_FILE` and
+/// friends override per process. Relative paths are relative to the directory the server
+/// is started in.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain (this node's certificate first) that the API and Raft
+    /// listeners present; TLS is on when set. Its names must include the addresses in
+    /// `[[nodes]]` (an IP address SAN for an `ip:port`).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file` (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// PEM CA certificates that sign the nodes' certificates: a node trusts only these
+    /// for its peers (Raft and relayed requests). Unset: the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// The Raft listener asks every peer for a client certificate signed by `ca_file`
+    /// (mutual TLS), and a node presents its own to its peers.
+    pub client_auth: bool,
+}
+
+impl TlsConfig {
+    /// Both listeners speak TLS.
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some()
+    }
+
+    /// The URL scheme of this cluster's listeners.
+    pub fn scheme(&self) -> &'static str {
+        if self.enabled() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// `path` with `{node}` replaced by `node`.
+    pub fn path_for(path: &Path, node: NodeId) -> PathBuf {
+        PathBuf::from(path.to_string_lossy().replace("{node}", &node.to_string()))
+    }
 }
 
 /// `[auth]`: API keys per application (see `auth::keys` for the keys file).
@@ -369,6 +414,19 @@ impl Config {
         if self.auth.enabled && self.auth.keys_file.is_none() {
             return bad("auth.keys_file must be set when auth.enabled is true".into());
         }
+        let t = &self.tls;
+        if t.cert_file.is_some() != t.key_file.is_some() {
+            return bad("tls.cert_file and tls.key_file must be set together".into());
+        }
+        if t.ca_file.is_some() && !t.enabled() {
+            return bad("tls.ca_file is set but tls.cert_file is not (TLS is off)".into());
+        }
+        if t.client_auth && (t.ca_file.is_none() || !t.enabled()) {
+            return bad(
+                "tls.client_auth needs tls.ca_file (to check peers) and tls.cert_file (to present)"
+                    .into(),
+            );
+        }
         if r.secret.is_empty() {
             return bad("raft.secret must not be empty".into());
         }
@@ -617,6 +675,37 @@ data_dir = "d2"
         assert!(c.auth.enabled);
         assert_eq!(c.auth.keys_file, Some(PathBuf::from("/etc/baton/keys")));
         assert!(!Config::parse(THREE, no_env()).unwrap().auth.enabled);
+    }
+
+    #[test_case::test_case("[tls]\ncert_file = \"c.pem\"", "tls.key_file" ; "cert without key")]
+    #[test_case::test_case("[tls]\nkey_file = \"k.pem\"", "tls.cert_file" ; "key without cert")]
+    #[test_case::test_case("[tls]\nca_file = \"ca.pem\"", "tls.ca_file" ; "ca without tls")]
+    #[test_case::test_case("[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nclient_auth = true", "tls.client_auth" ; "client auth without ca")]
+    fn bad_tls_settings_are_rejected(section: &str, key: &str) {
+        let err = with(section).unwrap_err().to_string();
+        assert!(err.contains(key), "{err}");
+    }
+
+    #[test]
+    fn tls_paths_name_the_node_and_are_overridable() {
+        let env = vec![
+            (
+                "BATON_TLS_CERT_FILE".to_string(),
+                "certs/node{node}.pem".to_string(),
+            ),
+            (
+                "BATON_TLS_KEY_FILE".to_string(),
+                "certs/node{node}.key".to_string(),
+            ),
+        ];
+        let c = Config::parse(THREE, env).unwrap();
+        assert_eq!(c.tls.scheme(), "https");
+        let cert = c.tls.cert_file.as_deref().unwrap();
+        assert_eq!(
+            TlsConfig::path_for(cert, 2),
+            PathBuf::from("certs/node2.pem")
+        );
+        assert_eq!(Config::parse(THREE, no_env()).unwrap().tls.scheme(), "http");
     }
 
     #[test_case::test_case("secret = \"s3cret \"", "raft.secret" ; "trailing space")]

@@ -49,6 +49,8 @@ pub mod server;
 pub mod sync;
 #[cfg(feature = "server")]
 pub mod telemetry;
+#[cfg(feature = "server")]
+pub mod tls;
 pub mod wire;
 
 /// A Raft node id, as in `cluster.toml`.

@@ -18,6 +18,12 @@
 //! - **Bounded header buffer** ([`MAX_HEADER_BUFFER_BYTES`]) per connection.
 //! - **Every answer is problem+json**, also hyper's own to a request head it cannot
 //!   parse (module `automatic`).
+//! - **TLS** (`[tls]`): the handshake is part of the connection's first header read. A
+//!   connection that has not completed it within the header read timeout is closed, and
+//!   until it completes the connection counts as idle, so the cap can evict it: a client
+//!   that opens TCP and never sends a ClientHello holds no slot for long. A plain-HTTP
+//!   client gets a `400` in the clear (module `tls`); a failed handshake closes only its
+//!   own connection.
 //! - **Accept errors are never fatal.** `EMFILE` and friends are logged (once per
 //!   [`ACCEPT_ERROR_LOG_INTERVAL`]) and the loop goes on after a short pause.
 //!
@@ -41,10 +47,10 @@ use axum::Router;
 use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 /// Largest request head (request line and headers) a connection may buffer. hyper's
@@ -76,8 +82,10 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ServeLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let tls = tls.map(TlsAcceptor::from);
     let registry = Arc::new(Registry::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -104,13 +112,16 @@ pub async fn serve(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
         let Some(conn) = registry.admit(limits.max_connections) else {
-            connections.spawn(refuse(stream));
+            connections.spawn(refuse(stream, tls.clone()));
             continue;
         };
         let (router, limits, stop) = (router.clone(), limits.clone(), stop_rx.clone());
-        let registry = registry.clone();
+        let (registry, tls) = (registry.clone(), tls.clone());
         connections.spawn(async move {
-            serve_connection(stream, router, &limits, &conn, stop).await;
+            match tls {
+                None => serve_connection(stream, router, &limits, &conn, stop).await,
+                Some(tls) => serve_tls_connection(stream, tls, router, &limits, &conn, stop).await,
+            }
             registry.remove(conn.id);
         });
     }
@@ -119,15 +130,48 @@ pub async fn serve(
     while connections.join_next().await.is_some() {}
 }
 
-/// One connection: serve requests until the client closes it, a timeout fires, it is
-/// evicted, or the server shuts down.
-async fn serve_connection(
+/// One TLS connection: the handshake, bounded by the header read timeout and given up
+/// when the connection is evicted or the server stops, then [`serve_connection`].
+async fn serve_tls_connection(
     stream: TcpStream,
+    acceptor: TlsAcceptor,
     router: Router,
     limits: &ServeLimits,
     conn: &Arc<ConnState>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let handshake =
+        tokio::time::timeout(limits.header_read_timeout, tls::accept(stream, &acceptor));
+    let stream = tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                // A client's mistake (or a peer with the wrong CA): its connection only.
+                tracing::debug!(error = %e, "connection refused in the tls handshake");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("closing a connection that did not complete the tls handshake in time");
+                return;
+            }
+        },
+        _ = conn.evict.notified() => return,
+        _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+    };
+    serve_connection(stream, router, limits, conn, stop).await;
+}
+
+/// One connection: serve requests until the client closes it, a timeout fires, it is
+/// evicted, or the server shuts down.
+async fn serve_connection<S>(
+    stream: S,
+    router: Router,
+    limits: &ServeLimits,
+    conn: &Arc<ConnState>,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let body_timeout = limits.body_read_timeout;
     let service = {
         let conn = conn.clone();
@@ -176,16 +220,21 @@ async fn serve_connection(
     }
 }
 
-/// Writes a `503` problem to a connection over the cap and closes it.
-async fn refuse(mut stream: TcpStream) {
+/// Writes a `503` problem to a connection over the cap and closes it (with TLS, after a
+/// handshake, all within [`REFUSAL_WRITE_TIMEOUT`]).
+async fn refuse(mut stream: TcpStream, tls: Option<TlsAcceptor>) {
     let body = r#"{"type":"https://baton.dev/errors/too-many-connections","title":"Too many connections","status":503,"code":"TOO_MANY_CONNECTIONS","detail":"this node serves its maximum number of connections, all busy; retry shortly or use another node"}"#;
-    let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let (status, retry) = ("503 Service Unavailable", [("retry-after", "1")]);
     let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
-        stream.write_all(response.as_bytes()).await?;
-        stream.shutdown().await
+        match tls {
+            None => tls::write_answer(&mut stream, status, &retry, body.as_bytes()).await,
+            Some(acceptor) => match tls::accept(stream, &acceptor).await {
+                Ok(mut stream) => {
+                    tls::write_answer(&mut stream, status, &retry, body.as_bytes()).await
+                }
+                Err(e) => Err(io::Error::other(e)),
+            },
+        }
     })
     .await;
     tracing::debug!(
@@ -428,3 +477,4 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod automatic;
 #[cfg(test)]
 mod tests;
+mod tls;

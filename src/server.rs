@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::node::Node;
 use crate::raft::rpc_server;
 use crate::serve::{self as http, ServeLimits};
+use crate::tls::ServerTls;
 
 /// How long in-flight requests may take to finish at shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -48,6 +49,8 @@ pub struct Listeners {
     /// The peer-only Raft RPCs.
     pub raft: TcpListener,
     pub raft_limits: ServeLimits,
+    /// `[tls]` of both listeners; `None`: plain HTTP.
+    pub tls: Option<ServerTls>,
 }
 
 impl Listeners {
@@ -64,7 +67,13 @@ impl Listeners {
             api_limits,
             raft,
             raft_limits,
+            tls: None,
         }
+    }
+
+    /// The listeners speaking TLS with `tls` (see [`ServerTls::load`]).
+    pub fn with_tls(self, tls: Option<ServerTls>) -> Listeners {
+        Listeners { tls, ..self }
     }
 }
 
@@ -112,6 +121,7 @@ pub async fn run(
             listeners.api,
             api::router(app),
             listeners.api_limits,
+            listeners.tls.as_ref().map(|t| t.api.clone()),
             stopped(stop_rx.clone()),
         )
         .instrument(span.clone()),
@@ -127,6 +137,7 @@ pub async fn run(
             listeners.raft,
             peers,
             listeners.raft_limits,
+            listeners.tls.as_ref().map(|t| t.raft.clone()),
             stopped(stop_rx),
         )
         .instrument(span),

@@ -96,6 +96,7 @@ fn config(dir: &std::path::Path, nodes: u64) -> Config {
         },
         auth: AuthConfig::default(),
         compat: Default::default(),
+        tls: Default::default(),
     };
     config.validate().expect("test config is valid");
     config

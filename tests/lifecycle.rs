@@ -33,6 +33,7 @@ fn single_node(api: SocketAddr, raft: SocketAddr, dir: &Path) -> Arc<Config> {
         api: Default::default(),
         auth: Default::default(),
         compat: Default::default(),
+        tls: Default::default(),
     };
     config.raft.heartbeat_interval_ms = 50;
     config.raft.election_timeout_min_ms = 200;

@@ -13,6 +13,8 @@ fault() { printf '{"at_wall_ms":%s,"kind":"%s","node":%s}\n' "$(now_ms)" "$1" "$
 note() { echo "[chaos $(date +%T)] $*"; }
 
 # curl (and the workload) from where the nodes can be reached.
+# curl with the run's credentials (run.sh sets them: the CA and the API key).
+CURL=(curl)
 client() { if [[ $MODE == netns ]]; then in_client "$@"; else "$@"; fi; }
 
 node_alive() { node_running "${PID[$1]:-}" "$1"; }
@@ -52,7 +54,7 @@ leader() {
   local id l
   for id in 1 2 3; do
     node_alive "$id" && [[ "${STOPPED[$id]}" == 0 ]] || continue
-    l=$(client curl -fsS --max-time 1 "http://${API[$id]}/v1/cluster" 2>/dev/null \
+    l=$(client "${CURL[@]}" -fsS --max-time 1 "$NODE_SCHEME://${API[$id]}/v1/cluster" 2>/dev/null \
       | jq -r '.leader_id // empty' 2>/dev/null || true)
     [[ -n "$l" ]] && { echo "$l"; return; }
   done

@@ -16,7 +16,8 @@
 # data dir on a small loop-mounted filesystem, adding: isolate the leader or a
 # follower, a bridge (n1 and n2 cut, n3 sees both), one-way loss of the leader's input,
 # 30 % packet loss, and disk full on one node. Without root, or with --loopback, the
-# cluster runs on loopback with the process and clock faults only.
+# cluster runs on loopback with the process and clock faults only. Auth and TLS are on
+# (mutual TLS between nodes; DIR/ca.pem, DIR/keys), as on a real network.
 #
 # Exit 0 only when the history is valid — or, with --negative-control (the fenced
 # resource ignores tokens), only when the checker caught the violation.
@@ -25,7 +26,7 @@
 # DIR/results.json, DIR/n*.log, DIR/workload*.log, DIR/summary.txt.
 set -euo pipefail
 
-usage() { sed -n '2,25p' "$0"; exit 2; }
+usage() { sed -n '2,27p' "$0"; exit 2; }
 DURATION=60 SEED=1 OUT="" NEGATIVE=0 LOOPBACK=0
 while (($#)); do
   case "$1" in
@@ -110,6 +111,29 @@ if [[ $MODE == netns ]]; then netns_up; disks_up; fi
   printf '[raft]\nheartbeat_interval_ms = 50\nelection_timeout_min_ms = 200\nelection_timeout_max_ms = 400\nsweep_interval_ms = 100\nsnapshot_after_entries = 5000\nsecret = "chaos"\n\n'
   printf '[lease]\nmin_ttl_ms = 100\n\n[api]\nrequest_timeout_ms = 2000\nleader_wait_ms = 1000\n'
 } >"$OUT/cluster.toml"
+
+# Auth and TLS on, as a cluster on a network must run (a node on a non-loopback address
+# refuses to start without them): a CA, one certificate for every node address (mutual
+# TLS between nodes), and an admin key for the workload and the checks below.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=chaos CA" \
+  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+  -keyout "$OUT/ca.key" -out "$OUT/ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=chaos node" \
+  -keyout "$OUT/node.key" -out "$OUT/node.csr" 2>/dev/null
+SANS="IP:127.0.0.1"; for id in 1 2 3; do SANS+=",IP:${API[$id]%:*}"; done
+printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$SANS" >"$OUT/node.ext"
+openssl x509 -req -in "$OUT/node.csr" -CA "$OUT/ca.pem" -CAkey "$OUT/ca.key" -CAcreateserial \
+  -days 2 -extfile "$OUT/node.ext" -out "$OUT/node.pem" 2>/dev/null
+"$BIN" keys create chaos --allow 'admin=*' >"$OUT/key.out" 2>/dev/null
+tail -n 1 "$OUT/key.out" >"$OUT/keys"
+API_KEY=$(head -n 1 "$OUT/key.out")
+rm -f "$OUT/key.out"
+printf '\n[auth]\nenabled = true\nkeys_file = "%s/keys"\n' "$OUT" >>"$OUT/cluster.toml"
+printf '\n[tls]\ncert_file = "%s/node.pem"\nkey_file = "%s/node.key"\nca_file = "%s/ca.pem"\nclient_auth = true\n' \
+  "$OUT" "$OUT" "$OUT" >>"$OUT/cluster.toml"
+NODE_SCHEME=https
+NODE_CURL_TLS=(--cacert "$OUT/ca.pem")
+CURL=(curl --cacert "$OUT/ca.pem" -H "Authorization: Bearer $API_KEY")
 if [[ $MODE == netns ]]; then RESOURCE="127.0.0.1:7900"; else free_port; RESOURCE="127.0.0.1:$PORT"; fi
 
 for id in 1 2 3; do echo "+0" >"$OUT/n$id.faketime"; start_node "$id"; done
@@ -119,8 +143,9 @@ note "cluster up ($MODE); workload for ${DURATION}s, seed $SEED, output $OUT"
 NEG=(); ((NEGATIVE)) && NEG=(--negative-control)
 EPOCH=$(now_ms)
 printf '{"start_wall_ms":%s}\n' "$EPOCH" >"$OUT/workload.json"
-WL=(chaos workload --endpoints "${API[1]},${API[2]},${API[3]}" --duration "$DURATION"
-  --seed "$SEED" --out "$OUT" --resource "$RESOURCE" --epoch-ms "$EPOCH")
+WL=(chaos workload --endpoints "https://${API[1]},https://${API[2]},https://${API[3]}" --duration "$DURATION"
+  --seed "$SEED" --out "$OUT" --resource "$RESOURCE" --epoch-ms "$EPOCH"
+  --api-key "$API_KEY" --ca-file "$OUT/ca.pem")
 # Started directly (not through a shell function) so that $! is the workload process
 # itself, which pause_client stops.
 IN_CLIENT=(); [[ $MODE == netns ]] && IN_CLIENT=(ip netns exec "$NS_CLIENT")
@@ -198,12 +223,12 @@ wait_ready
 # Heal and compare: once every replica has applied the same index (and it stays put while
 # we read), their lock tables must be equal. Leases of the workload end within seconds,
 # after which the leader stops sweeping and the log stops growing.
-applied() { client curl -fsS --max-time 2 "http://${API[$1]}/v1/cluster" | jq -r '.applied_index // empty'; }
+applied() { client "${CURL[@]}" -fsS --max-time 2 "https://${API[$1]}/v1/cluster" | jq -r '.applied_index // empty'; }
 # Node $1's whole lock table (every page of a local read), one lock per line.
 table() {
   local cursor="" page
   while :; do
-    page=$(client curl -fsS --max-time 5 -G "http://${API[$1]}/v1/locks" --data-urlencode consistency=local \
+    page=$(client "${CURL[@]}" -fsS --max-time 5 -G "https://${API[$1]}/v1/locks" --data-urlencode consistency=local \
       --data-urlencode limit=1000 ${cursor:+--data-urlencode "cursor=$cursor"}) || return 1
     jq -c '.locks[]' <<<"$page"
     cursor=$(jq -r '.next_cursor // empty' <<<"$page")

@@ -143,11 +143,17 @@ node_stop() {
   wait "$pid" 2>/dev/null || true
 }
 
+# A cluster with [tls]: NODE_SCHEME=https and NODE_CURL_TLS=(--cacert CA.pem) before
+# calling node_ready / node_wait_ready.
+NODE_SCHEME=${NODE_SCHEME:-http}
+NODE_CURL_TLS=()
+
 # Whether the node at API address $1 answers /readyz with 200; $2… prefixes curl.
 node_ready() {
   local api=$1
   shift
-  [[ "$("$@" curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$api/readyz" 2>/dev/null)" == 200 ]]
+  [[ "$("$@" curl "${NODE_CURL_TLS[@]}" -s -o /dev/null -w '%{http_code}' --max-time 2 \
+    "$NODE_SCHEME://$api/readyz" 2>/dev/null)" == 200 ]]
 }
 
 # Waits until node $1 (PID $2, API $3, log $4) is ready; fails with the last log lines

@@ -65,6 +65,8 @@ pub enum StartError {
     Http(#[from] reqwest::Error),
     #[error(transparent)]
     Keys(#[from] KeyFileError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl App {
@@ -72,7 +74,9 @@ impl App {
     /// error names the file and line) and keeps reloading it as a task of the node.
     pub fn new(node: Node) -> Result<App, StartError> {
         let timeout = Duration::from_millis(node.config().api.request_timeout_ms + 1_000);
-        let forwarder = Forwarder::new(node.id(), timeout)?;
+        let config = node.config();
+        let client = crate::tls::peer_client(config, node.id())?;
+        let forwarder = Forwarder::new(node.id(), timeout, client, config.tls.scheme())?;
         let auth = &node.config().auth;
         let keys = match (&auth.keys_file, auth.enabled) {
             (Some(path), true) => {

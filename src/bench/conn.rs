@@ -6,6 +6,9 @@
 //! that fails in transport drops the connection; the next request reconnects, and
 //! [`Conn::connects`] tells how often that happened.
 //!
+//! An `https://` endpoint gets a TLS session over the TCP connection (rustls, the roots
+//! of [`Dial::tls`]): one handshake per connection, as a real client with keep-alive.
+//!
 //! It deliberately does not retry, follow redirects, or decode bodies: the caller gets
 //! the status and the raw body and decides what the answer means.
 
@@ -18,6 +21,7 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 /// Longest wait for a TCP connection to be accepted.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -48,6 +52,22 @@ pub enum TransportError {
     /// The request could not be built (a bad address or path).
     #[error("cannot build a request to {0}")]
     Request(String),
+    /// The TLS handshake failed (an untrusted certificate, say).
+    #[error("tls handshake with {addr} failed: {source}")]
+    Tls {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How connections are made: the API key they send (auth on) and the TLS client for
+/// `https://` endpoints.
+#[derive(Clone, Default)]
+pub struct Dial {
+    pub api_key: Option<String>,
+    /// Required for `https://` endpoints.
+    pub tls: Option<TlsConnector>,
 }
 
 impl TransportError {
@@ -67,6 +87,7 @@ impl TransportError {
             }
             TransportError::Http { .. } => "transport:http".to_string(),
             TransportError::Request(_) => "transport:request".to_string(),
+            TransportError::Tls { .. } => "transport:tls".to_string(),
         }
     }
 }
@@ -80,7 +101,12 @@ pub struct Answer {
 
 /// One HTTP/1.1 connection to one `host:port`, reconnected on demand.
 pub struct Conn {
+    /// The endpoint as given (`host:port` or `https://host:port`).
     addr: String,
+    /// `host:port` to dial.
+    authority: String,
+    /// With TLS: the connector and the name the certificate must carry.
+    tls: Option<(TlsConnector, rustls::pki_types::ServerName<'static>)>,
     host: HeaderValue,
     /// `Authorization: Bearer <key>` with auth on.
     auth: Option<HeaderValue>,
@@ -89,17 +115,34 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// A connection to `addr` (`host:port`) that sends `api_key` (auth on) with every
-    /// request; nothing is dialled until [`Conn::connect`] or the first request.
-    pub fn new(addr: &str, api_key: Option<&str>) -> Result<Conn, TransportError> {
-        let host =
-            HeaderValue::from_str(addr).map_err(|_| TransportError::Request(addr.to_string()))?;
-        let auth = api_key
+    /// A connection to `addr` (a parsed endpoint: `host:port` or `https://host:port`)
+    /// made as `dial` says; nothing is dialled until [`Conn::connect`] or the first
+    /// request.
+    pub fn new(addr: &str, dial: &Dial) -> Result<Conn, TransportError> {
+        let (authority, https) = crate::wire::endpoint_authority(addr);
+        let bad = || TransportError::Request(addr.to_string());
+        let host = HeaderValue::from_str(authority).map_err(|_| bad())?;
+        let auth = dial
+            .api_key
+            .as_deref()
             .map(|k| HeaderValue::from_str(&format!("Bearer {k}")))
             .transpose()
             .map_err(|_| TransportError::Request("the API key cannot be a header".into()))?;
+        let tls = match (https, &dial.tls) {
+            (false, _) => None,
+            (true, None) => return Err(bad()),
+            (true, Some(connector)) => {
+                let (name, _) = authority.rsplit_once(':').ok_or_else(bad)?;
+                let name = name.trim_start_matches('[').trim_end_matches(']');
+                let name =
+                    rustls::pki_types::ServerName::try_from(name.to_string()).map_err(|_| bad())?;
+                Some((connector.clone(), name))
+            }
+        };
         Ok(Conn {
             addr: addr.to_string(),
+            authority: authority.to_string(),
+            tls,
             host,
             auth,
             sender: None,
@@ -127,7 +170,7 @@ impl Conn {
             addr: self.addr.clone(),
             timeout: CONNECT_TIMEOUT,
         };
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.authority))
             .await
             .map_err(timeout)?
             .map_err(|source| TransportError::Connect {
@@ -140,18 +183,40 @@ impl Conn {
                 addr: self.addr.clone(),
                 source,
             })?;
-        let (sender, connection) =
-            http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|source| TransportError::Http {
-                    addr: self.addr.clone(),
-                    source,
-                })?;
+        let http_err = |source| TransportError::Http {
+            addr: self.addr.clone(),
+            source,
+        };
         // The connection future drives the socket; it ends when `sender` is dropped or
         // the peer closes, and its error also surfaces on the pending request.
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        let sender = match &self.tls {
+            None => {
+                let (sender, connection) = http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(http_err)?;
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                sender
+            }
+            Some((connector, name)) => {
+                let stream =
+                    tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name.clone(), stream))
+                        .await
+                        .map_err(timeout)?
+                        .map_err(|source| TransportError::Tls {
+                            addr: self.addr.clone(),
+                            source,
+                        })?;
+                let (sender, connection) = http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(http_err)?;
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                sender
+            }
+        };
         self.sender = Some(sender);
         self.connects += 1;
         Ok(())
@@ -233,7 +298,7 @@ mod tests {
             .and_then(|l| l.local_addr())
             .unwrap()
             .to_string();
-        let mut conn = Conn::new(&addr, None).unwrap();
+        let mut conn = Conn::new(&addr, &Dial::default()).unwrap();
         let err = conn.send(Method::GET, "/healthz", None).await.unwrap_err();
         assert_eq!(err.kind(), "transport:connect_connection_refused");
         assert_eq!(conn.connects(), 0);
@@ -257,7 +322,7 @@ mod tests {
                     .unwrap();
             }
         });
-        let mut conn = Conn::new(&addr, None).unwrap();
+        let mut conn = Conn::new(&addr, &Dial::default()).unwrap();
         for _ in 0..2 {
             let answer = conn.send(Method::GET, "/x", None).await.unwrap();
             assert_eq!(answer.status, StatusCode::OK);

@@ -18,7 +18,7 @@ use std::time::Duration;
 use hyper::Method;
 use tokio::time::Instant;
 
-use super::conn::Conn;
+use super::conn::{Conn, Dial};
 use super::cpu::{percent_of_one_core, process_cpu_time};
 use super::load::{acquire_body, classify, read_key, release_body, token_of, Live, Plan, Worker};
 use super::report::{ClientUsage, Report};
@@ -51,6 +51,8 @@ pub struct Settings {
     pub ttl: Duration,
     /// API key of a cluster with auth on.
     pub api_key: Option<String>,
+    /// CA certificates (PEM) trusted for `https://` endpoints; else the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Settings {
@@ -99,12 +101,11 @@ pub async fn run(
         .iter()
         .map(|e| crate::wire::parse_endpoint(e).map_err(|e| BenchError::Invalid(e.to_string())))
         .collect::<Result<_, _>>()?;
-    let topology = topology::discover(
-        &endpoints,
-        settings.api_key.as_deref(),
-        topology::LEADER_WAIT,
-    )
-    .await?;
+    let dial = Dial {
+        api_key: settings.api_key.clone(),
+        tls: tls_connector(&endpoints, settings.ca_file.as_deref())?,
+    };
+    let topology = topology::discover(&endpoints, &dial, topology::LEADER_WAIT).await?;
     let targets = topology.targets(settings.target)?;
     let run_id = random_run_id();
 
@@ -113,13 +114,12 @@ pub async fn run(
         let lease_ms = u64::try_from(lease.as_millis())
             .unwrap_or(u64::MAX)
             .max(ttl_ms);
-        let key = settings.api_key.as_deref();
-        Some(prepare_read_key(&topology.leader_api, key, &run_id, lease_ms).await?)
+        Some(prepare_read_key(&topology.leader_api, &dial, &run_id, lease_ms).await?)
     } else {
         None
     };
 
-    let mut conns = open_connections(&targets, settings.api_key.as_deref(), settings.conns).await?;
+    let mut conns = open_connections(&targets, &dial, settings.conns).await?;
     let mut connections = BTreeMap::new();
     for c in &conns {
         *connections.entry(c.addr().to_string()).or_insert(0) += 1;
@@ -191,12 +191,12 @@ fn random_run_id() -> String {
 /// needed to release it afterwards.
 async fn prepare_read_key(
     leader: &str,
-    api_key: Option<&str>,
+    dial: &Dial,
     run_id: &str,
     lease_ms: u64,
 ) -> Result<(Conn, String, u64), BenchError> {
     let setup = |m: String| BenchError::Setup(m);
-    let mut conn = Conn::new(leader, api_key).map_err(|e| setup(e.to_string()))?;
+    let mut conn = Conn::new(leader, dial).map_err(|e| setup(e.to_string()))?;
     let key = read_key(run_id);
     let path = format!("/v1/locks/{key}/acquire");
     let body = acquire_body(&format!("bench-{run_id}"), lease_ms);
@@ -213,17 +213,49 @@ async fn prepare_read_key(
     }
 }
 
+/// The TLS client for `https://` endpoints (`None` when there are none): trusting the CA
+/// file when given, else the system's roots.
+fn tls_connector(
+    endpoints: &[String],
+    ca_file: Option<&std::path::Path>,
+) -> Result<Option<tokio_rustls::TlsConnector>, BenchError> {
+    if !endpoints
+        .iter()
+        .any(|e| crate::wire::endpoint_authority(e).1)
+    {
+        return Ok(None);
+    }
+    let roots = match ca_file {
+        Some(path) => crate::tls::root_store(path)
+            .map_err(|e| BenchError::Invalid(format!("--ca-file: {e}")))?,
+        None => {
+            let mut roots = rustls::RootCertStore::empty();
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+            roots
+        }
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(tokio_rustls::TlsConnector::from(Arc::new(config))))
+}
+
 /// Opens `n` connections, number `i` to `targets[i % len]`, all at once.
 async fn open_connections(
     targets: &[String],
-    api_key: Option<&str>,
+    dial: &Dial,
     n: usize,
 ) -> Result<Vec<Conn>, BenchError> {
     if targets.is_empty() {
         return Err(BenchError::Connect("no address to connect to".into()));
     }
     let opening = (0..n).map(|i| async move {
-        let mut conn = Conn::new(&targets[i % targets.len()], api_key)?;
+        let mut conn = Conn::new(&targets[i % targets.len()], dial)?;
         conn.connect().await?;
         Ok::<Conn, super::conn::TransportError>(conn)
     });
@@ -278,6 +310,7 @@ mod tests {
             warmup: Duration::ZERO,
             ttl: Duration::from_secs(30),
             api_key: None,
+            ca_file: None,
         }
     }
 

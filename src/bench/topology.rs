@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use hyper::{Method, StatusCode};
 
-use super::conn::Conn;
+use super::conn::{Conn, Dial};
 use super::{BenchError, Target};
 use crate::wire::ClusterView;
 use crate::NodeId;
@@ -34,6 +34,10 @@ pub struct Topology {
 /// Whether two `host:port` strings name the same socket (exact text, or equal once
 /// parsed as IP addresses).
 fn same_addr(a: &str, b: &str) -> bool {
+    let (a, b) = (
+        crate::wire::endpoint_authority(a).0,
+        crate::wire::endpoint_authority(b).0,
+    );
     match (a.parse::<SocketAddr>(), b.parse::<SocketAddr>()) {
         (Ok(x), Ok(y)) => x == y,
         _ => a == b,
@@ -46,13 +50,13 @@ fn same_addr(a: &str, b: &str) -> bool {
 /// with [`BenchError::NoLeader`] when they answered without a leader.
 pub async fn discover(
     endpoints: &[String],
-    api_key: Option<&str>,
+    dial: &Dial,
     wait: Duration,
 ) -> Result<Topology, BenchError> {
     let deadline = Instant::now() + wait;
     let mut conns = Vec::with_capacity(endpoints.len());
     for e in endpoints {
-        conns.push(Conn::new(e, api_key).map_err(|e| BenchError::NoEndpoint(e.to_string()))?);
+        conns.push(Conn::new(e, dial).map_err(|e| BenchError::NoEndpoint(e.to_string()))?);
     }
     let mut answered = false;
     loop {
@@ -100,7 +104,16 @@ fn from_view(endpoints: &[String], view: &ClusterView) -> Option<Topology> {
         .iter()
         .find(|e| same_addr(e, &member_api))
         .cloned()
-        .unwrap_or(member_api);
+        // A leader among no endpoint given: reached the way the endpoints are.
+        .unwrap_or_else(|| {
+            match endpoints
+                .first()
+                .map(|e| crate::wire::endpoint_authority(e).1)
+            {
+                Some(true) => format!("https://{member_api}"),
+                _ => member_api,
+            }
+        });
     Some(Topology {
         endpoints: endpoints.to_vec(),
         leader_id,
@@ -213,7 +226,7 @@ mod tests {
             .to_string();
         // Fails at once: nothing listens, so there is no election to wait for.
         let started = Instant::now();
-        let err = discover(std::slice::from_ref(&closed), None, LEADER_WAIT)
+        let err = discover(std::slice::from_ref(&closed), &Dial::default(), LEADER_WAIT)
             .await
             .unwrap_err();
         assert!(started.elapsed() < LEADER_WAIT / 2);

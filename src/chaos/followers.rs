@@ -33,7 +33,10 @@ pub(super) async fn follow(
     let until = tokio::time::Instant::from_std(until);
     while tokio::time::Instant::now() < until {
         let req = http
-            .get(format!("http://{endpoint}/v1/locks/{key}/events"))
+            .get(crate::wire::endpoint_url(
+                &endpoint,
+                &format!("/v1/locks/{key}/events"),
+            ))
             .header("last-event-id", last_id.to_string());
         let resp = match tokio::time::timeout_at(until, req.send()).await {
             Ok(Ok(resp)) if resp.status().is_success() => resp,

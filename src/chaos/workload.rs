@@ -83,6 +83,33 @@ pub struct Settings {
     /// The resource ignores tokens (a control run the checker must catch).
     pub negative_control: bool,
     pub out: PathBuf,
+    /// API key sent with every request (a cluster with auth on).
+    pub api_key: Option<String>,
+    /// CA certificates (PEM) trusted for `https://` endpoints.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A client builder for the cluster: the API key as a default header, the CA file as the
+/// only roots.
+fn cluster_client(settings: &Settings) -> Result<reqwest::ClientBuilder, String> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = &settings.api_key {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+            .map_err(|_| "the API key cannot be a header value".to_string())?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .default_headers(headers);
+    if let Some(path) = &settings.ca_file {
+        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        builder = builder.tls_built_in_root_certs(false);
+        for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| e.to_string())? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    Ok(builder)
 }
 
 /// Shared recorder of completed operations.
@@ -186,7 +213,7 @@ impl Client {
         timeout: Duration,
     ) -> Answer {
         let endpoint = self.endpoint();
-        let url = format!("http://{endpoint}{path}");
+        let url = crate::wire::endpoint_url(&endpoint, path);
         let mut req = self.http.request(method, url).timeout(timeout);
         if let Some(b) = body {
             req = req.json(b);
@@ -568,8 +595,7 @@ impl Client {
 /// Runs this process's part of the workload for `settings.duration` and writes
 /// `out/history-<role>.jsonl`; returns the number of operations recorded.
 pub async fn run(settings: Settings) -> Result<usize, String> {
-    let http = reqwest::Client::builder()
-        .no_proxy()
+    let http = cluster_client(&settings)?
         .timeout(REQUEST_TIMEOUT)
         .connect_timeout(Duration::from_millis(300))
         .build()
@@ -639,8 +665,7 @@ pub async fn run(settings: Settings) -> Result<usize, String> {
             }
             if settings.follow_events {
                 // A stream lives as long as the run: no whole-request timeout.
-                let streams = reqwest::Client::builder()
-                    .no_proxy()
+                let streams = cluster_client(&settings)?
                     .connect_timeout(Duration::from_millis(300))
                     .build()
                     .map_err(|e| e.to_string())?;

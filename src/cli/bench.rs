@@ -58,6 +58,9 @@ pub struct BenchArgs {
     /// API key of a cluster with auth on; needs `lock` and `read` on the `bench-` keys.
     #[arg(long, env = "BATON_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// PEM file of the CA that signed the nodes' certificates (`https://` endpoints).
+    #[arg(long, env = "BATON_CA_FILE", value_name = "PEM")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Runs `baton bench`; returns the process exit code.
@@ -82,6 +85,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         warmup: args.warmup,
         ttl: args.ttl,
         api_key: args.api_key,
+        ca_file: args.ca_file,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

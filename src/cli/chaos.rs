@@ -51,6 +51,12 @@ pub enum ChaosCommand {
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
+        /// API key of a cluster with auth on (the workload needs `admin=*`).
+        #[arg(long, hide_env_values = true)]
+        api_key: Option<String>,
+        /// PEM CA file for `https://` endpoints.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
     },
     /// Check DIR/history.jsonl and write DIR/results.json.
     Check {
@@ -72,6 +78,8 @@ pub fn run(args: ChaosArgs) -> ExitCode {
             resource,
             epoch_ms,
             out,
+            api_key,
+            ca_file,
         } => {
             let settings = workload::Settings {
                 endpoints,
@@ -88,6 +96,8 @@ pub fn run(args: ChaosArgs) -> ExitCode {
                 follow_events: true,
                 negative_control,
                 out,
+                api_key,
+                ca_file,
             };
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod chaos;
 pub mod duration;
 pub mod exit;
+mod exposure;
 pub mod keys;
 pub mod lock;
 pub mod locks;
@@ -100,7 +101,8 @@ pub fn completion_command() -> clap::Command {
 /// How the client commands find the cluster.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClientArgs {
-    /// Comma-separated API addresses (host:port) [default: every node's `api` in --config].
+    /// Comma-separated API addresses (host:port, or https://host:port with TLS)
+    /// [default: every node's `api` in --config].
     #[arg(
         long,
         env = "BATON_ENDPOINTS",
@@ -122,6 +124,10 @@ pub struct ClientArgs {
     /// environment variable, which other users cannot read from the process list.
     #[arg(long, env = "BATON_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// PEM file of the CA that signed the nodes' certificates (`https://` endpoints of a
+    /// cluster with `[tls]`); without it the system's roots are trusted.
+    #[arg(long, env = "BATON_CA_FILE", value_name = "PEM")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl ClientArgs {
@@ -132,6 +138,9 @@ impl ClientArgs {
         let mut client = crate::client::Client::new(&endpoints)?;
         if let Some(key) = &self.api_key {
             client = client.with_api_key(key)?;
+        }
+        if let Some(ca) = &self.ca_file {
+            client = client.with_ca_file(ca)?;
         }
         Ok(client
             .with_call_timeout(self.timeout)
@@ -161,5 +170,10 @@ pub fn resolve_endpoints(
     // The config error already names the file and the cause; no chain to repeat it.
     let config = crate::config::Config::load(config, std::env::vars())
         .map_err(|e| anyhow::anyhow!("no --endpoints given, and {e}"))?;
-    Ok(config.nodes.iter().map(|n| n.api.clone()).collect())
+    let scheme = if config.tls.enabled() { "https://" } else { "" };
+    Ok(config
+        .nodes
+        .iter()
+        .map(|n| format!("{scheme}{}", n.api))
+        .collect())
 }

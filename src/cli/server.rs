@@ -12,10 +12,12 @@ use anyhow::Context;
 use clap::Args;
 use tokio::net::TcpListener;
 
+use super::exposure;
 use crate::config::Config;
 use crate::node::Node;
 use crate::serve::{fit_connection_caps, raise_open_files_limit, ServeLimits};
 use crate::server::{self, Stopped};
+use crate::tls::ServerTls;
 use crate::NodeId;
 
 /// Exit code when the node stopped itself on a storage error.
@@ -38,6 +40,11 @@ pub struct ServerArgs {
     /// `baton=info,openraft=error`.
     #[arg(long, env = "BATON_LOG_LEVEL", value_name = "LEVEL", value_parser = parse_log_level)]
     pub log_level: Option<String>,
+    /// Start even though this node listens on a non-loopback address without access
+    /// control, with the default Raft secret or without TLS (a warning names each on
+    /// every start). Only for a trusted, isolated network.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// Accepts a `--log-level` only if it makes a filter (see `telemetry::filter`).
@@ -89,7 +96,20 @@ async fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
     }
     let config = Arc::new(config);
     let me = config.node(args.node)?.clone();
+    let gaps = exposure::unsafe_settings(&config, &me);
+    if !gaps.is_empty() {
+        if !args.insecure {
+            anyhow::bail!(
+                "refusing to start on a non-loopback address: {}; fix these settings, or pass --insecure on a trusted network",
+                gaps.join("; ")
+            );
+        }
+        for gap in &gaps {
+            tracing::warn!("insecure start (--insecure): {gap}");
+        }
+    }
     let (api_limits, raft_limits) = listener_limits(&config)?;
+    let tls = ServerTls::load(&config, args.node)?;
     let api_listener = TcpListener::bind(&me.api)
         .await
         .with_context(|| format!("cannot listen on api address {}", me.api))?;
@@ -105,6 +125,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
         api_limits,
         raft: raft_listener,
         raft_limits,
+        tls,
     };
     let shutdown = async {
         let signal = shutdown_signal().await;

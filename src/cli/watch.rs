@@ -59,11 +59,21 @@ async fn follow(args: &WatchArgs, endpoints: &[String]) -> anyhow::Result<()> {
         value.set_sensitive(true);
         headers.insert(reqwest::header::AUTHORIZATION, value);
     }
-    let http = reqwest::Client::builder()
+    let mut http = reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(Duration::from_secs(2))
-        .default_headers(headers)
-        .build()?;
+        .default_headers(headers);
+    if let Some(path) = &args.client.ca_file {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("cannot read CA file {}", path.display()))?;
+        http = http.tls_built_in_root_certs(false);
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("CA file {}", path.display()))?
+        {
+            http = http.add_root_certificate(cert);
+        }
+    }
+    let http = http.build()?;
     let mut last_id = args.after;
     let mut backoff = FIRST_BACKOFF;
     for endpoint in endpoints.iter().cycle() {
@@ -96,7 +106,10 @@ async fn stream_from(
     last_id: &mut Option<u64>,
     json: bool,
 ) -> anyhow::Result<StreamEnd> {
-    let mut req = http.get(format!("http://{endpoint}/v1/locks/{key}/events"));
+    let mut req = http.get(crate::wire::endpoint_url(
+        endpoint,
+        &format!("/v1/locks/{key}/events"),
+    ));
     if let Some(id) = last_id {
         req = req.header("last-event-id", id.to_string());
     }

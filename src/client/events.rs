@@ -71,9 +71,10 @@ impl Client {
     ) {
         let mut last_id = after;
         for endpoint in self.endpoints.iter().cycle() {
-            let mut req = self
-                .http
-                .get(format!("http://{endpoint}/v1/locks/{key}/events"));
+            let mut req = self.http.get(crate::wire::endpoint_url(
+                endpoint,
+                &format!("/v1/locks/{key}/events"),
+            ));
             if let Some(id) = last_id {
                 req = req.header("last-event-id", id.to_string());
             }

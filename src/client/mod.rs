@@ -127,15 +127,30 @@ pub struct Client {
     backoff: Backoff,
     call_timeout: Duration,
     progress: Option<Arc<ProgressFn>>,
+    /// Sent with every request (the API key).
+    headers: reqwest::header::HeaderMap,
+    /// CA certificates trusted for `https://` endpoints instead of the system's roots.
+    ca: Vec<reqwest::Certificate>,
 }
 
-/// The HTTP client of a [`Client`], sending `headers` with every request.
-fn http_client(headers: reqwest::header::HeaderMap) -> Result<reqwest::Client, ClientError> {
-    reqwest::Client::builder()
+/// The HTTP client of a [`Client`], sending `headers` with every request and trusting
+/// `ca` (when given; else the system's roots, loaded only if an endpoint is `https://`).
+fn http_client(
+    headers: reqwest::header::HeaderMap,
+    ca: &[reqwest::Certificate],
+    endpoints: &[String],
+) -> Result<reqwest::Client, ClientError> {
+    let any_tls = endpoints.iter().any(|e| wire::endpoint_authority(e).1);
+    let mut builder = reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(Duration::from_secs(1))
         .tcp_nodelay(true)
         .default_headers(headers)
+        .tls_built_in_root_certs(any_tls && ca.is_empty());
+    for cert in ca {
+        builder = builder.add_root_certificate(cert.clone());
+    }
+    builder
         .build()
         .map_err(|e| ClientError::Config(e.to_string()))
 }
@@ -153,7 +168,8 @@ enum Attempt {
 }
 
 impl Client {
-    /// A client for the nodes at `endpoints` (`host:port`, optionally `http://`).
+    /// A client for the nodes at `endpoints` (`host:port`, optionally `http://`, or
+    /// `https://host:port` for a cluster with TLS; see [`Client::with_ca_file`]).
     pub fn new(endpoints: &[String]) -> Result<Client, ClientError> {
         let endpoints = endpoints
             .iter()
@@ -163,7 +179,7 @@ impl Client {
         if endpoints.is_empty() {
             return Err(ClientError::Config("no endpoints given".into()));
         }
-        let http = http_client(reqwest::header::HeaderMap::new())?;
+        let http = http_client(reqwest::header::HeaderMap::new(), &[], &endpoints)?;
         Ok(Client {
             http,
             endpoints,
@@ -171,6 +187,34 @@ impl Client {
             backoff: Backoff::default(),
             call_timeout: DEFAULT_CALL_TIMEOUT,
             progress: None,
+            headers: reqwest::header::HeaderMap::new(),
+            ca: Vec::new(),
+        })
+    }
+
+    /// Trusts the CA certificates in the PEM `bundle` (and no others) for `https://`
+    /// endpoints: a cluster whose `[tls]` certificates come from its own CA.
+    pub fn with_ca_pem(mut self, bundle: &[u8]) -> Result<Client, ClientError> {
+        let certs = reqwest::Certificate::from_pem_bundle(bundle)
+            .map_err(|e| ClientError::Config(format!("CA certificates: {e}")))?;
+        if certs.is_empty() {
+            return Err(ClientError::Config(
+                "CA certificates: no CERTIFICATE block in the PEM".into(),
+            ));
+        }
+        self.ca = certs;
+        self.http = http_client(self.headers.clone(), &self.ca, &self.endpoints)?;
+        Ok(self)
+    }
+
+    /// [`Client::with_ca_pem`] with the PEM file at `path`.
+    pub fn with_ca_file(self, path: &std::path::Path) -> Result<Client, ClientError> {
+        let bundle = std::fs::read(path).map_err(|e| {
+            ClientError::Config(format!("cannot read CA file {}: {e}", path.display()))
+        })?;
+        self.with_ca_pem(&bundle).map_err(|e| match e {
+            ClientError::Config(m) => ClientError::Config(format!("{}: {m}", path.display())),
+            other => other,
         })
     }
 
@@ -183,9 +227,8 @@ impl Client {
             })?;
         // Kept out of debug output.
         value.set_sensitive(true);
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(reqwest::header::AUTHORIZATION, value);
-        self.http = http_client(headers)?;
+        self.headers.insert(reqwest::header::AUTHORIZATION, value);
+        self.http = http_client(self.headers.clone(), &self.ca, &self.endpoints)?;
         Ok(self)
     }
 
@@ -436,7 +479,7 @@ impl Client {
     ) -> Attempt {
         let mut req = self
             .http
-            .request(method, format!("http://{endpoint}{path}"))
+            .request(method, crate::wire::endpoint_url(endpoint, path))
             .timeout(limit);
         if let Some(b) = body {
             req = req
@@ -662,11 +705,17 @@ mod tests {
     fn a_client_needs_a_well_formed_endpoint() {
         assert!(matches!(Client::new(&[]), Err(ClientError::Config(_))));
         assert!(matches!(
-            Client::new(&["https://127.0.0.1:7001".to_string()]),
+            Client::new(&["ftp://127.0.0.1:7001".to_string()]),
             Err(ClientError::Config(_))
         ));
         let c = Client::new(&["http://127.0.0.1:7001/".to_string()]).unwrap();
         assert_eq!(c.endpoints(), ["127.0.0.1:7001"]);
+        let c = Client::new(&["https://127.0.0.1:7001/".to_string()]).unwrap();
+        assert_eq!(c.endpoints(), ["https://127.0.0.1:7001"]);
+        assert!(matches!(
+            c.with_ca_pem(b"not a certificate"),
+            Err(ClientError::Config(_))
+        ));
     }
 
     #[tokio::test]

@@ -64,13 +64,20 @@ pub struct Forwarder {
     http: reqwest::Client,
     node_id: NodeId,
     timeout: Duration,
+    scheme: &'static str,
 }
 
 impl Forwarder {
-    /// A forwarder for node `node_id` whose relays give up after `timeout`.
-    pub fn new(node_id: NodeId, timeout: Duration) -> Result<Forwarder, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
+    /// A forwarder for node `node_id` whose relays give up after `timeout`; `client`
+    /// carries the `[tls]` settings (see `tls::peer_client`) and leaders are reached with
+    /// `scheme` (`http` or `https`).
+    pub fn new(
+        node_id: NodeId,
+        timeout: Duration,
+        client: reqwest::ClientBuilder,
+        scheme: &'static str,
+    ) -> Result<Forwarder, reqwest::Error> {
+        let http = client
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .build()?;
@@ -78,6 +85,7 @@ impl Forwarder {
             http,
             node_id,
             timeout,
+            scheme,
         })
     }
 
@@ -101,7 +109,10 @@ impl Forwarder {
     ) -> Result<Relayed, ForwardError> {
         let mut req = self
             .http
-            .request(method, format!("http://{leader_api}{path_and_query}"))
+            .request(
+                method,
+                format!("{}://{leader_api}{path_and_query}", self.scheme),
+            )
             .timeout(timeout.unwrap_or(self.timeout))
             .header(FORWARDED_BY_HEADER, self.node_id.to_string())
             .body(body);

@@ -219,11 +219,14 @@ pub(crate) async fn initialize_when_all_fresh(node: Node) {
     if lowest != Some(node.id()) {
         return;
     }
-    let http = match reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(1))
-        .build()
-    {
+    let client = crate::tls::peer_client(&config, node.id())
+        .map_err(|e| e.to_string())
+        .and_then(|c| {
+            c.timeout(Duration::from_secs(1))
+                .build()
+                .map_err(|e| e.to_string())
+        });
+    let http = match client {
         Ok(h) => h,
         Err(e) => {
             tracing::error!(error = %e, "cannot build http client; not initialising");
@@ -237,7 +240,8 @@ pub(crate) async fn initialize_when_all_fresh(node: Node) {
         }
         let mut all_fresh = true;
         for peer in config.nodes.iter().filter(|n| n.id != node.id()) {
-            match peer_initialized(&http, &peer.raft, &config.raft.secret).await {
+            let url = format!("{}://{}", config.tls.scheme(), peer.raft);
+            match peer_initialized(&http, &url, &config.raft.secret).await {
                 Ok(false) => {}
                 Ok(true) => {
                     tracing::info!(

@@ -60,6 +60,8 @@ pub enum StartError {
     Raft(#[from] typ::Fatal),
     #[error("http client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl Node {
@@ -92,7 +94,12 @@ impl Node {
         let peers = Peers::new(PeerTiming::for_election_timeout(Duration::from_millis(
             r.election_timeout_max_ms,
         )));
-        let network = NetworkFactory::new(r.secret.clone(), peers.clone())?;
+        let network = NetworkFactory::new(
+            r.secret.clone(),
+            peers.clone(),
+            crate::tls::peer_client(&config, id)?,
+            config.tls.scheme(),
+        )?;
         let raft =
             typ::Raft::new(id, Arc::new(raft_config), network, log_store, state_machine).await?;
         let node = Node {

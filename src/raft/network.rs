@@ -1,6 +1,6 @@
 //! Raft RPCs between nodes over HTTP: the client side ([`Network`]).
 //!
-//! Each RPC is one `POST http://<peer raft addr>/raft/<rpc>` whose body is the postcard
+//! Each RPC is one `POST http(s)://<peer raft addr>/raft/<rpc>` whose body is the postcard
 //! encoding of the openraft request and whose `200` answer is the postcard encoding of
 //! the response. Every request carries the cluster secret in [`SECRET_HEADER`]; the
 //! receiving side (`rpc_server`) refuses requests without it. Connections are pooled
@@ -51,13 +51,20 @@ pub struct NetworkFactory {
     http: reqwest::Client,
     secret: String,
     peers: Peers,
+    scheme: &'static str,
 }
 
 impl NetworkFactory {
-    /// A factory whose clients send `secret` with every RPC and report to `peers`.
-    pub fn new(secret: String, peers: Peers) -> Result<NetworkFactory, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
+    /// A factory whose clients send `secret` with every RPC and report to `peers`;
+    /// `client` carries the `[tls]` settings (see `tls::peer_client`), and peers are
+    /// reached with `scheme` (`http` or `https`).
+    pub fn new(
+        secret: String,
+        peers: Peers,
+        client: reqwest::ClientBuilder,
+        scheme: &'static str,
+    ) -> Result<NetworkFactory, reqwest::Error> {
+        let http = client
             .connect_timeout(Duration::from_millis(500))
             .pool_idle_timeout(Duration::from_secs(30))
             .tcp_nodelay(true)
@@ -66,6 +73,7 @@ impl NetworkFactory {
             http,
             secret,
             peers,
+            scheme,
         })
     }
 }
@@ -76,7 +84,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     async fn new_client(&mut self, target: u64, node: &NodeAddr) -> Network {
         Network {
             target,
-            base: format!("http://{}", node.raft),
+            base: format!("{}://{}", self.scheme, node.raft),
             http: self.http.clone(),
             secret: self.secret.clone(),
             peers: self.peers.clone(),
@@ -266,14 +274,15 @@ fn describe(e: &reqwest::Error) -> String {
 /// Path of the "have you been initialised?" probe used before self-initialisation.
 pub const INITIALIZED_PATH: &str = "/raft/initialized";
 
-/// Asks the peer at `raft_addr` whether its Raft has been initialised.
+/// Asks the peer whose Raft listener is at `raft_url` (`https://host:port`) whether its
+/// Raft has been initialised.
 pub async fn peer_initialized(
     http: &reqwest::Client,
-    raft_addr: &str,
+    raft_url: &str,
     secret: &str,
 ) -> Result<bool, String> {
     let resp = http
-        .get(format!("http://{raft_addr}{INITIALIZED_PATH}"))
+        .get(format!("{raft_url}{INITIALIZED_PATH}"))
         .header(SECRET_HEADER, secret)
         .send()
         .await

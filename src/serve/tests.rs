@@ -26,6 +26,10 @@ struct Server {
 }
 
 async fn start(limits: ServeLimits) -> Server {
+    start_with(limits, None).await
+}
+
+async fn start_with(limits: ServeLimits, tls: Option<Arc<rustls::ServerConfig>>) -> Server {
     let slow_inside = Arc::new(AtomicUsize::new(0));
     let release = Arc::new(Notify::new());
     let router = {
@@ -52,7 +56,7 @@ async fn start(limits: ServeLimits) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop_tx, stop_rx) = oneshot::channel();
-    let done = tokio::spawn(serve(listener, router, limits, async {
+    let done = tokio::spawn(serve(listener, router, limits, tls, async {
         let _ = stop_rx.await;
     }));
     Server {
@@ -74,7 +78,10 @@ fn limits(max_connections: usize) -> ServeLimits {
 
 /// Sends `request` on `stream` and reads the answer's status line and body (the
 /// responses here are small and carry content-length).
-async fn exchange(stream: &mut TcpStream, request: &str) -> (u16, String) {
+async fn exchange<S>(stream: &mut S, request: &str) -> (u16, String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -291,4 +298,118 @@ fn connection_caps_fit_in_the_descriptors_left_after_the_reserve() {
     assert_eq!(fit_connection_caps(1_024, 4_096, 64), Some((448, 64)));
     assert_eq!(fit_connection_caps(256, 4_096, 64), None);
     assert_eq!(fit_connection_caps(580, 4_096, 64), None);
+}
+
+/// A self-signed certificate for 127.0.0.1: the server's config, and a connector that
+/// trusts it.
+fn test_tls() -> (Arc<rustls::ServerConfig>, tokio_rustls::TlsConnector) {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("a certificate");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pair.serialize_der()));
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key)
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (
+        Arc::new(server),
+        tokio_rustls::TlsConnector::from(Arc::new(client)),
+    )
+}
+
+/// A TLS connection to `addr` through `connector`.
+async fn connect_tls(
+    connector: &tokio_rustls::TlsConnector,
+    addr: std::net::SocketAddr,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    tokio::time::timeout(PROMPTLY, connector.connect(name, tcp))
+        .await
+        .expect("a handshake in time")
+        .expect("handshake")
+}
+
+#[tokio::test]
+async fn tls_connections_are_served_and_kept_alive() {
+    let (server_tls, connector) = test_tls();
+    let server = start_with(limits(8), Some(server_tls)).await;
+    let mut stream = connect_tls(&connector, server.addr).await;
+    for _ in 0..2 {
+        let (status, body) = exchange(&mut stream, &get_request("/fast")).await;
+        assert_eq!((status, body.as_str()), (200, "fast"));
+    }
+}
+
+#[tokio::test]
+async fn plain_http_on_a_tls_port_gets_a_400_problem_in_the_clear() {
+    let (server_tls, connector) = test_tls();
+    let server = start_with(limits(8), Some(server_tls)).await;
+    let mut plain = TcpStream::connect(server.addr).await.unwrap();
+    let (status, body) = exchange(&mut plain, &get_request("/fast")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("INVALID_REQUEST") && body.contains("https://"),
+        "{body}"
+    );
+    assert!(closed_by_server(&mut plain).await);
+    // The listener goes on serving TLS.
+    let mut stream = connect_tls(&connector, server.addr).await;
+    assert_eq!(exchange(&mut stream, &get_request("/fast")).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_client_that_never_sends_a_client_hello_is_closed_after_the_header_timeout() {
+    let (server_tls, connector) = test_tls();
+    let short = ServeLimits {
+        header_read_timeout: Duration::from_millis(300),
+        ..limits(8)
+    };
+    let server = start_with(short, Some(server_tls)).await;
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    assert!(closed_by_server(&mut silent).await);
+    // So is one that stalls inside the handshake (a record header and nothing more).
+    let mut stalled = TcpStream::connect(server.addr).await.unwrap();
+    stalled.write_all(&[22, 3, 1, 0, 200]).await.unwrap();
+    assert!(closed_by_server(&mut stalled).await);
+    let mut stream = connect_tls(&connector, server.addr).await;
+    assert_eq!(exchange(&mut stream, &get_request("/fast")).await.0, 200);
+}
+
+#[tokio::test]
+async fn connections_stuck_in_the_handshake_are_evicted_at_the_cap() {
+    let (server_tls, connector) = test_tls();
+    let server = start_with(limits(2), Some(server_tls)).await;
+    let mut silent: Vec<TcpStream> = Vec::new();
+    for _ in 0..2 {
+        silent.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    // Both slots are held by connections that never said hello; a real client still
+    // gets in, and the idlest silent one is closed for it.
+    let mut stream = connect_tls(&connector, server.addr).await;
+    assert_eq!(exchange(&mut stream, &get_request("/fast")).await.0, 200);
+    assert!(closed_by_server(&mut silent[0]).await);
+}
+
+#[tokio::test]
+async fn a_failed_handshake_closes_only_its_own_connection() {
+    let (server_tls, connector) = test_tls();
+    let server = start_with(limits(8), Some(server_tls)).await;
+    // A client that trusts another certificate gives up in the handshake.
+    let (_, other) = test_tls();
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::IpAddress(server.addr.ip().into());
+    assert!(other.connect(name, tcp).await.is_err());
+    let mut stream = connect_tls(&connector, server.addr).await;
+    assert_eq!(exchange(&mut stream, &get_request("/fast")).await.0, 200);
 }

@@ -1,12 +1,16 @@
 //! How a node's API address is written on the command line, in `BATON_ENDPOINTS` and in
-//! the client: `host:port`, optionally with `http://` in front and a `/` behind.
+//! the client: `host:port`, optionally with `http://` in front and a `/` behind, or
+//! `https://host:port` for a cluster with `[tls]`.
+//!
+//! A parsed endpoint is `host:port` (plain HTTP) or `https://host:port` (TLS): messages
+//! name it as the user wrote it, and [`endpoint_url`] makes request URLs from it.
 
 /// An endpoint that cannot name a node.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EndpointError {
     #[error("empty endpoint: expected host:port")]
     Empty,
-    #[error("endpoint {0:?}: Baton speaks plain HTTP; write host:port or http://host:port")]
+    #[error("endpoint {0:?}: Baton speaks HTTP or HTTPS; write host:port, http://host:port or https://host:port")]
     Scheme(String),
     #[error("endpoint {0:?}: expected host:port without a path")]
     Path(String),
@@ -14,17 +18,23 @@ pub enum EndpointError {
     Port(String),
 }
 
-/// Parses an endpoint into the `host:port` the client connects to: strips surrounding
-/// spaces, an optional `http://` and trailing `/`; refuses other schemes, paths and a
-/// missing or bad port (a port is never guessed: nodes often share a host).
+/// Parses an endpoint into the `host:port` the client connects to, or `https://host:port`
+/// for TLS: strips surrounding spaces, an optional `http://` and trailing `/`; refuses
+/// other schemes, paths and a missing or bad port (a port is never guessed: nodes often
+/// share a host).
 ///
 /// ```
 /// assert_eq!(baton::wire::parse_endpoint(" http://127.0.0.1:7001/ ").unwrap(), "127.0.0.1:7001");
+/// assert_eq!(baton::wire::parse_endpoint("https://n1:7001/").unwrap(), "https://n1:7001");
 /// assert!(baton::wire::parse_endpoint("localhost").is_err());
 /// ```
 pub fn parse_endpoint(raw: &str) -> Result<String, EndpointError> {
     let s = raw.trim();
-    let s = s.strip_prefix("http://").unwrap_or(s).trim_end_matches('/');
+    let (tls, s) = match s.strip_prefix(HTTPS) {
+        Some(rest) => (true, rest),
+        None => (false, s.strip_prefix("http://").unwrap_or(s)),
+    };
+    let s = s.trim_end_matches('/');
     if s.is_empty() {
         return Err(EndpointError::Empty);
     }
@@ -41,9 +51,36 @@ pub fn parse_endpoint(raw: &str) -> Result<String, EndpointError> {
                 && (!host.contains(':') || host.starts_with('['))
                 && port.parse::<u16>().is_ok_and(|p| p > 0) =>
         {
-            Ok(s.to_string())
+            Ok(if tls {
+                format!("{HTTPS}{s}")
+            } else {
+                s.to_string()
+            })
         }
         _ => Err(EndpointError::Port(raw.trim().to_string())),
+    }
+}
+
+const HTTPS: &str = "https://";
+
+/// A parsed endpoint's `host:port` and whether it speaks TLS.
+pub fn endpoint_authority(endpoint: &str) -> (&str, bool) {
+    match endpoint.strip_prefix(HTTPS) {
+        Some(authority) => (authority, true),
+        None => (endpoint, false),
+    }
+}
+
+/// The URL of `path` (starting with `/`) on a parsed endpoint.
+///
+/// ```
+/// assert_eq!(baton::wire::endpoint_url("127.0.0.1:7001", "/readyz"), "http://127.0.0.1:7001/readyz");
+/// assert_eq!(baton::wire::endpoint_url("https://n1:7001", "/readyz"), "https://n1:7001/readyz");
+/// ```
+pub fn endpoint_url(endpoint: &str, path: &str) -> String {
+    match endpoint_authority(endpoint) {
+        (authority, true) => format!("{HTTPS}{authority}{path}"),
+        (authority, false) => format!("http://{authority}{path}"),
     }
 }
 
@@ -56,13 +93,16 @@ mod tests {
     #[test_case(" http://127.0.0.1:7001/ ", "127.0.0.1:7001" ; "scheme and slash")]
     #[test_case("localhost:7001", "localhost:7001" ; "host name")]
     #[test_case("[::1]:7001", "[::1]:7001" ; "ipv6")]
+    #[test_case(" https://n1.example:7001/ ", "https://n1.example:7001" ; "tls")]
     fn accepts_host_and_port(raw: &str, expected: &str) {
         assert_eq!(parse_endpoint(raw).as_deref(), Ok(expected));
     }
 
     #[test_case("" ; "empty")]
     #[test_case("http://" ; "scheme only")]
-    #[test_case("https://a:1" ; "tls")]
+    #[test_case("ftp://a:1" ; "other scheme")]
+    #[test_case("https://" ; "tls scheme only")]
+    #[test_case("https://a:1/v1" ; "tls with a path")]
     #[test_case("a:1/v1" ; "path")]
     #[test_case("localhost" ; "no port")]
     #[test_case("a:0" ; "port zero")]

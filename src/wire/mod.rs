@@ -24,7 +24,7 @@ mod locks;
 mod time;
 
 pub use cluster::{ClusterView, Health, MemberView, PeerView, QuorumView, Readiness, Role};
-pub use endpoint::{parse_endpoint, EndpointError};
+pub use endpoint::{endpoint_authority, endpoint_url, parse_endpoint, EndpointError};
 pub use error::{ErrorCode, Problem};
 pub use locks::{
     check_key, AcquireRequest, CancelReason, CancelRequest, Cancelled, Consistency, EventKind,

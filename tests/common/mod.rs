@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod certs;
 pub mod sse;
 
 use reqwest::StatusCode;
@@ -36,6 +37,16 @@ pub struct Options {
     /// With auth on: the keys file's text (written to `keys` in the cluster's dir), and
     /// the API key the helpers (`call`, `leader`, `wait_ready`…) send.
     pub auth: Option<(String, String)>,
+    /// `[tls]` on, with a CA and a certificate per node made in the cluster's dir
+    /// (`ca.pem`, `ca{id}.pem`, `node{id}.pem`, `node{id}.key`); `client_auth` turns on
+    /// mutual TLS between nodes. The helpers then speak https and trust `ca.pem`.
+    pub tls: Option<TlsOptions>,
+}
+
+/// See [`Options::tls`].
+#[derive(Clone, Debug, Default)]
+pub struct TlsOptions {
+    pub client_auth: bool,
 }
 
 impl Default for Options {
@@ -51,6 +62,7 @@ impl Default for Options {
             raft_extra: String::new(),
             request_timeout_ms: 5_000,
             auth: None,
+            tls: None,
         }
     }
 }
@@ -73,6 +85,10 @@ pub struct TestCluster {
     pub api_key: Option<String>,
     /// The keys file (auth on).
     pub keys_path: PathBuf,
+    /// `http` or `https` (TLS on).
+    pub scheme: &'static str,
+    /// The CA every node trusts (TLS on).
+    pub ca: Option<certs::TestCa>,
 }
 
 /// Free loopback ports, distinct from each other: every listener is held until all are
@@ -130,13 +146,35 @@ impl TestCluster {
                 keys_path.display()
             ));
         }
+        let mut http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10));
+        let mut ca = None;
+        if let Some(tls) = &opts.tls {
+            let authority = certs::TestCa::new("baton test CA");
+            let path = |name: &str| dir.path().join(name);
+            std::fs::write(path("ca.pem"), authority.pem()).expect("write CA");
+            for id in 1..=opts.nodes {
+                let (cert, key) = authority.node_cert();
+                std::fs::write(path(&format!("node{id}.pem")), cert).expect("write cert");
+                std::fs::write(path(&format!("node{id}.key")), key).expect("write key");
+                std::fs::write(path(&format!("ca{id}.pem")), authority.pem()).expect("write CA");
+            }
+            let d = dir.path().display();
+            toml.push_str(&format!(
+                "\n[tls]\ncert_file = \"{d}/node{{node}}.pem\"\nkey_file = \"{d}/node{{node}}.key\"\n\
+                 ca_file = \"{d}/ca{{node}}.pem\"\nclient_auth = {}\n",
+                tls.client_auth
+            ));
+            let root = reqwest::Certificate::from_pem(authority.pem().as_bytes()).expect("CA");
+            http = http
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(root);
+            ca = Some(authority);
+        }
+        let http = http.build().expect("http client");
         let config_path = dir.path().join("cluster.toml");
         std::fs::write(&config_path, toml).expect("write config");
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("http client");
         let mut cluster = TestCluster {
             dir,
             open_files_limit: opts.open_files_limit,
@@ -145,6 +183,8 @@ impl TestCluster {
             http,
             api_key: opts.auth.map(|(_, key)| key),
             keys_path,
+            scheme: if ca.is_some() { "https" } else { "http" },
+            ca,
         };
         let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
         for id in ids {
@@ -245,6 +285,11 @@ impl TestCluster {
         &self.nodes[&id].api
     }
 
+    /// `http(s)://<api of id><path>`.
+    pub fn url(&self, id: u64, path: &str) -> String {
+        format!("{}://{}{path}", self.scheme, self.api(id))
+    }
+
     pub fn data_dir(&self, id: u64) -> &Path {
         &self.nodes[&id].data_dir
     }
@@ -259,7 +304,7 @@ impl TestCluster {
         let deadline = Instant::now() + timeout;
         for id in self.running_ids() {
             loop {
-                let url = format!("http://{}/readyz", self.api(id));
+                let url = self.url(id, "/readyz");
                 if let Ok(r) = self.http.get(&url).send().await {
                     if r.status() == StatusCode::OK {
                         break;
@@ -277,7 +322,7 @@ impl TestCluster {
 
     pub async fn cluster_view(&self, id: u64) -> Option<Value> {
         let r = self
-            .authorized(self.http.get(format!("http://{}/v1/cluster", self.api(id))))
+            .authorized(self.http.get(self.url(id, "/v1/cluster")))
             .send()
             .await
             .ok()?;
@@ -336,10 +381,7 @@ impl TestCluster {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut req = self.authorized(
-            self.http
-                .request(method, format!("http://{}{}", self.api(node), path)),
-        );
+        let mut req = self.authorized(self.http.request(method, self.url(node, path)));
         if let Some(b) = body {
             req = req.json(&b);
         }
