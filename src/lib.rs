@@ -39,6 +39,8 @@ pub mod compat;
 pub mod config;
 pub mod locks;
 #[cfg(feature = "server")]
+pub mod metrics;
+#[cfg(feature = "server")]
 pub mod node;
 #[cfg(feature = "server")]
 pub mod raft;

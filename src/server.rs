@@ -147,6 +147,7 @@ pub async fn run(
         () = shutdown => Stopped::Requested,
         reason = node.stopped_with_error() => {
             tracing::error!(reason, "raft stopped on an error; exiting (fail-stop)");
+            crate::metrics::metrics().fail_stopped();
             Stopped::FailStop(reason)
         }
     };

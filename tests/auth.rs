@@ -153,6 +153,7 @@ async fn each_permission_opens_exactly_its_endpoints() {
             "admin*",
         ),
         (Method::GET, "/v1/cluster".into(), None, "any"),
+        (Method::GET, "/metrics".into(), None, "any"),
     ];
     // (application key, its permissions on keys under `app:`).
     let apps = [

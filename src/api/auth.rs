@@ -75,7 +75,9 @@ pub fn access(method: &Method, matched: &str, key: Option<&str>, query: Option<&
     let key = || key.unwrap_or_default().to_string();
     match (method.as_str(), matched) {
         (_, "/healthz" | "/readyz") => Access::Open,
-        ("GET", "/v1/cluster") => Access::AnyKey,
+        // Counts and Raft state, no lock data: any application may scrape (see
+        // `api::metrics`).
+        ("GET", "/v1/cluster" | "/metrics") => Access::AnyKey,
         (
             "POST",
             "/v1/locks/{key}/acquire"

@@ -10,6 +10,7 @@ use super::extract::{ApiJson, ApiQuery, LockKey};
 use super::problem::ApiError;
 use super::{waiting, App};
 use crate::locks::{AcquireOptions, Command, Key, KeyState, Owner, Reply, Token, Waiter};
+use crate::metrics::AcquireOutcome;
 use crate::node::Consistency;
 use crate::wire::{
     self, AcquireRequest, CancelRequest, Cancelled, Lease, ListQuery, LockInfo, LockPage,
@@ -48,6 +49,9 @@ fn granted(reply: Reply) -> Result<Json<Lease>, ApiError> {
 fn released(reply: Reply, caller: &MaybeCaller) -> Result<Json<Released>, ApiError> {
     match reply {
         Reply::Released(r) => {
+            if r.released {
+                crate::metrics::metrics().released(r.forced_from.is_some());
+            }
             if let Some(h) = &r.forced_from {
                 // The audit trail of an admin taking a lock away (also in the event).
                 tracing::warn!(
@@ -86,21 +90,35 @@ pub async fn acquire(
     let admission = app
         .quotas
         .admit_acquire(&app.node, &key, &owner, options.wait_ms > 0)?;
-    if options.wait_ms > 0 {
-        let grant = waiting::acquire(&app, key, owner, options, caller.app(), admission).await?;
-        return Ok(Json(Lease::from(&grant)));
+    let result = if options.wait_ms > 0 {
+        waiting::acquire(&app, key, owner, options, caller.app(), admission)
+            .await
+            .map(|grant| Json(Lease::from(&grant)))
+    } else {
+        let reply = app
+            .node
+            .write(|now_ms| {
+                Command::acquire_with(key, owner, options, now_ms).as_app(caller.app(), false)
+            })
+            .await?;
+        drop(admission);
+        if let Some(g) = reply.grant() {
+            tracing::debug!(token = g.token.0, "granted");
+        }
+        granted(reply)
+    };
+    let outcome = match &result {
+        Ok(_) => Some(AcquireOutcome::Granted),
+        Err(ApiError::LockHeld { .. } | ApiError::LockUnavailable { .. }) => {
+            Some(AcquireOutcome::Held)
+        }
+        Err(ApiError::WaitTimeout(_)) => Some(AcquireOutcome::Timeout),
+        Err(_) => None,
+    };
+    if let Some(o) = outcome {
+        crate::metrics::metrics().acquire(o);
     }
-    let reply = app
-        .node
-        .write(|now_ms| {
-            Command::acquire_with(key, owner, options, now_ms).as_app(caller.app(), false)
-        })
-        .await?;
-    drop(admission);
-    if let Some(g) = reply.grant() {
-        tracing::debug!(token = g.token.0, "granted");
-    }
-    granted(reply)
+    result
 }
 
 /// A duration in milliseconds that must not exceed `max` (0 when absent).
@@ -153,11 +171,15 @@ pub async fn renew(
 ) -> Result<Json<Lease>, ApiError> {
     let ttl_ms = body.ttl_ms.map(|t| app.ttl(Some(t))).transpose()?;
     let token = Token(body.token);
-    granted(
+    let renewed = granted(
         app.node
             .write(|now_ms| Command::renew(key, token, ttl_ms, now_ms).as_app(caller.app(), false))
             .await?,
-    )
+    );
+    if renewed.is_ok() {
+        crate::metrics::metrics().renewed();
+    }
+    renewed
 }
 
 #[instrument(skip_all, fields(key = %key))]

@@ -13,6 +13,7 @@ pub mod exact_path;
 pub mod extract;
 pub mod health;
 pub mod locks;
+pub mod metrics;
 pub mod problem;
 pub mod quota;
 pub mod relay;
@@ -150,6 +151,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/locks/{key}/events", get(events::events))
         .route("/v1/cluster", get(cluster::cluster))
         .route("/v1/cluster/snapshot", post(cluster::snapshot_now))
+        .route("/metrics", get(metrics::scrape))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));
     Router::new()
@@ -160,6 +162,8 @@ pub fn router(app: App) -> Router {
         // Outside each route's relay: a follower checks the caller before relaying.
         .route_layer(middleware::from_fn_with_state(app.clone(), auth::guard))
         .merge(crate::compat::tracker::rest::routes(&app))
+        // Outermost of the route layers: times every matched route by its pattern.
+        .route_layer(middleware::from_fn(metrics::time_request))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

@@ -200,6 +200,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, body) = self.to_problem();
+        crate::metrics::metrics().problem(body.code);
         let code = body.code.as_str();
         match status {
             StatusCode::INTERNAL_SERVER_ERROR => {

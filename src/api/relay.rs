@@ -44,6 +44,7 @@ use super::auth::{relayed_identity, Caller, PRINCIPAL_HEADER};
 use super::problem::ApiError;
 use super::App;
 use crate::locks::AppName;
+use crate::metrics::RelayResult;
 use crate::node::forward::{ForwardError, FORWARDED_BY_HEADER};
 use crate::wire::{AcquireRequest, Consistency};
 
@@ -181,6 +182,7 @@ pub struct Outgoing<'a> {
 pub async fn send_to_leader(app: &App, req: Outgoing<'_>) -> Option<Response> {
     let wait = Duration::from_millis(app.node.config().api.leader_wait_ms);
     let Some(leader) = app.node.wait_for_leader(wait).await else {
+        crate::metrics::metrics().relayed(RelayResult::NoLeader);
         return Some(no_leader(
             app,
             format!("no leader known within {} ms", wait.as_millis()),
@@ -208,6 +210,7 @@ pub async fn send_to_leader(app: &App, req: Outgoing<'_>) -> Option<Response> {
         }
     }
     let is_write = req.write;
+    let m = crate::metrics::metrics();
     let mut leader = leader;
     let mut relays = 0;
     loop {
@@ -232,15 +235,20 @@ pub async fn send_to_leader(app: &App, req: Outgoing<'_>) -> Option<Response> {
         let next = tokio::select! {
             relayed = relayed => return Some(match relayed {
                 Ok(r) => {
+                    m.relayed(RelayResult::Answered);
                     let mut resp = Response::new(Body::from(r.body));
                     *resp.status_mut() = r.status;
                     resp.headers_mut().extend(r.headers);
                     resp
                 }
                 Err(e @ ForwardError::NoAnswer { .. }) if is_write => {
+                    m.relayed(RelayResult::OutcomeUnknown);
                     ApiError::OutcomeUnknown(e.to_string()).into_response()
                 }
-                Err(e) => no_leader(app, e.to_string()),
+                Err(e) => {
+                    m.relayed(RelayResult::NoLeader);
+                    no_leader(app, e.to_string())
+                }
             }),
             next = replaced => next,
         };
@@ -259,6 +267,7 @@ pub async fn send_to_leader(app: &App, req: Outgoing<'_>) -> Option<Response> {
             "leader replaced during a relay"
         );
         if is_write {
+            m.relayed(RelayResult::OutcomeUnknown);
             return Some(
                 ApiError::OutcomeUnknown(format!(
                     "{why}; the request may or may not have taken effect"
@@ -270,6 +279,7 @@ pub async fn send_to_leader(app: &App, req: Outgoing<'_>) -> Option<Response> {
             return None;
         }
         if relays >= MAX_READ_RELAYS {
+            m.relayed(RelayResult::NoLeader);
             return Some(no_leader(app, format!("{why}; relayed {relays} times")));
         }
         leader = next;

@@ -74,6 +74,7 @@ pub async fn acquire(
         other => return Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
     };
     tracing::debug!(position = queued.position, "queued");
+    crate::metrics::metrics().acquire(crate::metrics::AcquireOutcome::Queued);
     // Taken over from the proposal with no await in between: a dropped future (client
     // gone) cancels the wait.
     let mut guard = CancelOnDrop {

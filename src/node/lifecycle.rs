@@ -124,6 +124,7 @@ impl Node {
         node.spawn(leader::initialize_when_all_fresh(node.clone()));
         node.spawn(compaction::snapshot_when_due(node.clone()));
         node.spawn(super::status::watch_quorum(node.clone()));
+        node.spawn(crate::metrics::count_leader_changes(node.clone()));
         Ok(node)
     }
 

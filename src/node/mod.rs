@@ -165,6 +165,12 @@ impl Node {
         &self.inner.config
     }
 
+    /// The database, until the node shuts down (for its size metrics).
+    pub fn db(&self) -> Option<Arc<rocksdb::DB>> {
+        use crate::sync::LockUnpoisoned;
+        self.inner.db.lock_unpoisoned().clone()
+    }
+
     /// The Raft handle (for the Raft RPC endpoints).
     pub fn raft(&self) -> &typ::Raft {
         &self.inner.raft

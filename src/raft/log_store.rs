@@ -16,6 +16,7 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::{mpsc, Arc, Weak};
+use std::time::Instant;
 
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -34,7 +35,8 @@ const KEY_LAST_PURGED: &[u8] = b"last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
-    syncer: mpsc::Sender<IOFlushed<TypeConfig>>,
+    /// Flush callbacks with the instant their append began (for the flush histogram).
+    syncer: mpsc::Sender<(IOFlushed<TypeConfig>, Instant)>,
 }
 
 impl LogStore {
@@ -77,7 +79,7 @@ impl LogStore {
 
 /// Group commit: waits for a queued callback, takes every other one already queued, makes
 /// one WAL sync, and completes them all with its result.
-fn run_syncer(db: &Weak<DB>, rx: mpsc::Receiver<IOFlushed<TypeConfig>>) {
+fn run_syncer(db: &Weak<DB>, rx: mpsc::Receiver<(IOFlushed<TypeConfig>, Instant)>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
@@ -88,9 +90,12 @@ fn run_syncer(db: &Weak<DB>, rx: mpsc::Receiver<IOFlushed<TypeConfig>>) {
         if let Err(e) = &result {
             tracing::error!(error = %e, "log sync failed; raft will stop");
         }
-        for callback in batch {
+        for (callback, started) in batch {
             let r = match &result {
-                Ok(()) => Ok(()),
+                Ok(()) => {
+                    crate::metrics::metrics().log_flushed(started.elapsed());
+                    Ok(())
+                }
                 Err(e) => Err(io::Error::other(e.to_string())),
             };
             callback.io_completed(r);
@@ -178,6 +183,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = Instant::now();
         let log = cf(&self.db, CF_LOG);
         let mut batch = WriteBatch::default();
         for entry in entries {
@@ -186,7 +192,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         self.db.write(batch).map_err(StoreError::from)?;
         self.syncer
-            .send(callback)
+            .send((callback, started))
             .map_err(|_| io::Error::other("log syncer thread is gone"))?;
         Ok(())
     }

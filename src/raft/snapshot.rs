@@ -91,6 +91,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 Err(e) => return Err(e.into()),
             }
         };
+        crate::metrics::metrics().snapshot_built(started.elapsed());
         tracing::info!(
             index = snapshot.meta.last_log_id.as_ref().map(|l| l.index),
             keys,

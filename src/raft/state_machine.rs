@@ -169,6 +169,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let reply = match &entry.payload {
                     EntryPayload::Normal(cmd) => {
                         let applied = table.apply(log_id.index, cmd);
+                        crate::metrics::metrics().applied(cmd, &applied.events);
                         changed.extend(applied.changed);
                         events.extend(applied.events);
                         applied.reply
@@ -275,6 +276,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "installed snapshot"
         );
+        crate::metrics::metrics().snapshot_installed();
         *write_table(&self.table) = table;
         self.events.restarted(events_from);
         Ok(())

@@ -26,7 +26,8 @@ pub const CF_EVENTS_BY_KEY: &str = "events_by_key";
 /// Table files RocksDB keeps open at once (it reopens others as needed).
 pub const MAX_OPEN_FILES: i32 = 256;
 
-const ALL_CFS: [&str; 6] = [
+/// Every column family of the database.
+pub const ALL_CFS: [&str; 6] = [
     CF_RAFT_META,
     CF_LOG,
     CF_SM_META,

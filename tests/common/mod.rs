@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod certs;
+pub mod python;
 pub mod sse;
 
 use reqwest::StatusCode;
