@@ -74,7 +74,8 @@ pub enum Access {
 pub fn access(method: &Method, matched: &str, key: Option<&str>, query: Option<&str>) -> Access {
     let key = || key.unwrap_or_default().to_string();
     match (method.as_str(), matched) {
-        (_, "/healthz" | "/readyz") => Access::Open,
+        // The API contract holds no data (see `api::openapi`).
+        (_, "/healthz" | "/readyz") | ("GET", "/v1/openapi.json") => Access::Open,
         // Counts and Raft state, no lock data: any application may scrape (see
         // `api::metrics`).
         ("GET", "/v1/cluster" | "/metrics") => Access::AnyKey,

@@ -14,6 +14,7 @@ pub mod extract;
 pub mod health;
 pub mod locks;
 pub mod metrics;
+pub mod openapi;
 pub mod problem;
 pub mod quota;
 pub mod relay;
@@ -151,6 +152,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/locks/{key}/events", get(events::events))
         .route("/v1/cluster", get(cluster::cluster))
         .route("/v1/cluster/snapshot", post(cluster::snapshot_now))
+        .route("/v1/openapi.json", get(openapi::document))
         .route("/metrics", get(metrics::scrape))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));
