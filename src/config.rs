@@ -575,9 +575,17 @@ impl Config {
     }
 }
 
+/// Variables that look like a section's override but belong to the clients:
+/// `BATON_API_KEY` is the CLI's API key, not `api.key`, and a shell that exports it must
+/// still start a server.
+const CLIENT_VARIABLES: &[&str] = &["BATON_API_KEY"];
+
 /// Applies one `BATON_<SECTION>_<KEY>=value` variable; other variables are ignored.
 /// The value is read as a TOML value when it parses as one (`250`, `true`), else as a string.
 fn apply_env_override(doc: &mut toml::Table, name: &str, value: &str) -> Result<(), ConfigError> {
+    if CLIENT_VARIABLES.contains(&name) {
+        return Ok(());
+    }
     let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
         return Ok(());
     };
@@ -644,6 +652,8 @@ data_dir = "d2"
             ),
             ("BATON_RAFT_SECRET".to_string(), "s3cret".to_string()),
             ("UNRELATED".to_string(), "x".to_string()),
+            // The CLI's key in the same shell: not `api.key`.
+            ("BATON_API_KEY".to_string(), "k-0123".to_string()),
         ];
         let c = Config::parse(THREE, env).unwrap();
         assert_eq!(c.raft.sweep_interval_ms, 100);

@@ -8,6 +8,7 @@ mod common;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use baton::auth::keys::hash_field;
+use baton::auth::relayed;
 use common::sse::SseReader;
 use common::{Options, TestCluster, READY_TIMEOUT};
 use reqwest::{Method, StatusCode};
@@ -495,6 +496,36 @@ async fn a_client_sent_identity_header_is_ignored_or_refused() {
             "INVALID_API_KEY",
         );
     }
+    // A genuine relayed identity from a node whose clock is two minutes behind: the
+    // relaying node's trouble (503 NO_LEADER, retry elsewhere), not the caller's key.
+    let body = serde_json::to_vec(&json!({"token": token})).unwrap();
+    let target = "/v1/locks/app:f/release";
+    let bound = relayed::Bound {
+        method: "POST",
+        target,
+        body: &body,
+    };
+    let app = baton::locks::AppName::parse("locker").unwrap();
+    let stale = relayed::sign("test-secret", &bound, &app, now as u64 - 120_000);
+    let headers = vec![
+        ("x-baton-forwarded-by", "2".to_string()),
+        ("x-baton-principal", stale),
+    ];
+    let got = send(
+        &c,
+        leader,
+        Method::POST,
+        target,
+        &headers,
+        Some(json!({"token": token})),
+    )
+    .await;
+    assert_code(
+        "stale relay",
+        &got,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "NO_LEADER",
+    );
     let got = as_app(&c, leader, READER, Method::GET, "/v1/locks/app:f", None).await;
     assert_eq!(
         (got.0, &got.1["token"]),

@@ -244,6 +244,19 @@ pub async fn guard(State(app): State<App>, req: Request, next: Next) -> Response
             .and_then(|v| relayed::verify(&app.node.config().raft.secret, &bound, v, now_ms()));
         let principal = match verified {
             Ok(name) => store.by_name(name.as_str()),
+            // Signed by a peer whose clock is off: the relaying node's trouble, not the
+            // caller's key. NO_LEADER (503) sends the client to another node.
+            Err(relayed::RelayedError::Stale { age_ms }) => {
+                tracing::warn!(
+                    age_ms,
+                    "refusing a relayed request: the relaying node's clock is off"
+                );
+                return ApiError::NoLeader(format!(
+                    "the node that relayed this request signed it {age_ms} ms away from the leader's clock (more than {} s); retry on another node, and align the nodes' clocks",
+                    relayed::MAX_SKEW_MS / 1000
+                ))
+                .into_response();
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "refusing a relayed request");
                 None
