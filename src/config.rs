@@ -155,6 +155,21 @@ pub struct NodeConfig {
     /// Directory of this node's RocksDB and snapshots; relative paths are relative to the
     /// directory the server is started in.
     pub data_dir: PathBuf,
+    /// `host:port` of the gRPC listener (Tracker's `LockService` and server
+    /// reflection, see [`crate::compat::tracker::grpc`]); no gRPC listener when absent.
+    #[serde(default)]
+    pub grpc: Option<String>,
+}
+
+impl NodeConfig {
+    /// The node's listener addresses with their field names (the gRPC one if set).
+    fn addresses(&self) -> Vec<(&'static str, &String)> {
+        let mut all = vec![("api", &self.api), ("raft", &self.raft)];
+        if let Some(grpc) = &self.grpc {
+            all.push(("grpc", grpc));
+        }
+        all
+    }
 }
 
 /// `[raft]`: timings and log compaction.
@@ -360,7 +375,7 @@ impl Config {
             if self.nodes[..i].iter().any(|m| m.id == n.id) {
                 return bad(format!("nodes[{i}].id {} appears twice", n.id));
             }
-            for (field, addr) in [("api", &n.api), ("raft", &n.raft)] {
+            for (field, addr) in n.addresses() {
                 let Ok(parsed) = addr.parse::<std::net::SocketAddr>() else {
                     return bad(format!(
                         "nodes[{i}].{field} {addr:?} is not an ip:port address"
@@ -375,11 +390,20 @@ impl Config {
                 }
             }
         }
+        // The gRPC listener speaks plain HTTP/2 only: on a cluster with TLS it would
+        // carry API keys in the clear.
+        if self.tls.enabled() {
+            if let Some(i) = self.nodes.iter().position(|n| n.grpc.is_some()) {
+                return bad(format!(
+                    "nodes[{i}].grpc: the gRPC listener does not speak TLS yet; with [tls] on, leave grpc out"
+                ));
+            }
+        }
         // Two listeners cannot share an address; a typo here would make a node talk to
         // the wrong one.
         let mut seen: Vec<(std::net::SocketAddr, String)> = Vec::new();
         for (i, n) in self.nodes.iter().enumerate() {
-            for (field, addr) in [("api", &n.api), ("raft", &n.raft)] {
+            for (field, addr) in n.addresses() {
                 let parsed: std::net::SocketAddr =
                     addr.parse().expect("checked to parse in the loop above");
                 let name = format!("nodes[{i}].{field}");
@@ -774,6 +798,31 @@ data_dir = "d2"
         let text = THREE
             .replace("api = \"127.0.0.1:7002\"", &format!("api = \"{api}\""))
             .replace("raft = \"127.0.0.1:7102\"", &format!("raft = \"{raft}\""));
+        let err = Config::parse(&text, no_env()).unwrap_err().to_string();
+        assert!(err.contains(key), "{err}");
+    }
+
+    #[test]
+    fn a_node_without_grpc_serves_none_and_one_with_it_names_its_address() {
+        let c = Config::parse(THREE, no_env()).unwrap();
+        assert_eq!(c.node(1).unwrap().grpc, None);
+        let text = THREE.replace(
+            "data_dir = \"d2\"",
+            "data_dir = \"d2\"\ngrpc = \"127.0.0.1:8765\"",
+        );
+        let c = Config::parse(&text, no_env()).unwrap();
+        assert_eq!(c.node(2).unwrap().grpc.as_deref(), Some("127.0.0.1:8765"));
+    }
+
+    #[test_case::test_case("127.0.0.1:7002", "nodes[1].grpc" ; "grpc equals own api")]
+    #[test_case::test_case("127.0.0.1:7101", "nodes[1].grpc" ; "grpc equals another node's raft")]
+    #[test_case::test_case("localhost:8765", "nodes[1].grpc" ; "a host name")]
+    #[test_case::test_case("0.0.0.0:8765", "nodes[1].grpc" ; "unspecified grpc")]
+    fn bad_grpc_addresses_are_rejected(grpc: &str, key: &str) {
+        let text = THREE.replace(
+            "data_dir = \"d2\"",
+            &format!("data_dir = \"d2\"\ngrpc = \"{grpc}\""),
+        );
         let err = Config::parse(&text, no_env()).unwrap_err().to_string();
         assert!(err.contains(key), "{err}");
     }

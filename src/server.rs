@@ -6,7 +6,9 @@
 //! the same way. Stopping, in order: stop accepting connections, let in-flight requests
 //! finish (bounded by [`DRAIN_TIMEOUT`]), then [`Node::shutdown`] (its tasks, Raft, the
 //! database). When `run` returns, the node's database is closed. The HTTP server
-//! itself (connection caps, read timeouts) is [`crate::serve`].
+//! itself (connection caps, read timeouts) is [`crate::serve`]; a node with a `grpc`
+//! address also serves Tracker's gRPC service ([`crate::compat::tracker::grpc`]) over
+//! the same API router, stopped and drained with the others.
 //!
 //! # Caveats
 //! - Requests still running after the drain timeout are dropped (an event stream never
@@ -20,6 +22,8 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::api;
+use crate::compat::tracker::grpc::{self, GrpcLimits};
+use crate::compat::tracker::rest::CREATE_ATTEMPTS;
 use crate::config::Config;
 use crate::node::Node;
 use crate::raft::rpc_server;
@@ -41,7 +45,17 @@ pub enum Stopped {
     FailStop(String),
 }
 
-/// A node's two bound listeners and their limits.
+/// Why [`run`] could not serve the node (it shut the node down).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The API could not be set up (the relay's HTTP client, the keys file).
+    #[error(transparent)]
+    Api(#[from] api::StartError),
+    #[error(transparent)]
+    Grpc(#[from] grpc::GrpcError),
+}
+
+/// A node's bound listeners (API, Raft, and gRPC if configured) and their limits.
 pub struct Listeners {
     /// The public HTTP API.
     pub api: TcpListener,
@@ -51,6 +65,8 @@ pub struct Listeners {
     pub raft_limits: ServeLimits,
     /// `[tls]` of both listeners; `None`: plain HTTP.
     pub tls: Option<ServerTls>,
+    /// Tracker's gRPC service, when the node has a `grpc` address.
+    pub grpc: Option<(TcpListener, GrpcLimits)>,
 }
 
 impl Listeners {
@@ -68,12 +84,42 @@ impl Listeners {
             raft,
             raft_limits,
             tls: None,
+            grpc: None,
         }
     }
 
     /// The listeners speaking TLS with `tls` (see [`ServerTls::load`]).
     pub fn with_tls(self, tls: Option<ServerTls>) -> Listeners {
         Listeners { tls, ..self }
+    }
+
+    /// These listeners and Tracker's gRPC service on `listener`, with the limits of
+    /// [`grpc_limits`] for `config` and at most `cap` connections (the binary fits it to
+    /// the open-files limit; [`grpc::GRPC_MAX_CONNECTIONS`] otherwise).
+    pub fn with_grpc(mut self, listener: TcpListener, config: &Config, cap: usize) -> Listeners {
+        self.grpc = Some((listener, grpc_limits(config, cap)));
+        self
+    }
+}
+
+/// The gRPC listener's limits with connection cap `cap`: the idle timeout is the HTTP
+/// listener's header read timeout (also its idle keep-alive timeout), a message at most
+/// `api.max_body_bytes`, and a call may read its request and then wait as long as the
+/// slowest REST answer: a leader to appear, then a create's proposals
+/// ([`CREATE_ATTEMPTS`], each bounded by the relay's deadline of
+/// `api.request_timeout_ms` and a second).
+pub fn grpc_limits(config: &Config, cap: usize) -> GrpcLimits {
+    let a = &config.api;
+    let per_attempt = a.request_timeout_ms.saturating_add(1_000);
+    let call_ms = a
+        .body_read_timeout_ms
+        .saturating_add(a.leader_wait_ms)
+        .saturating_add(per_attempt.saturating_mul(CREATE_ATTEMPTS as u64 + 1));
+    GrpcLimits {
+        max_connections: cap,
+        idle_timeout: Duration::from_millis(a.header_read_timeout_ms),
+        call_timeout: Duration::from_millis(call_ms),
+        max_message_bytes: a.max_body_bytes,
     }
 }
 
@@ -103,12 +149,12 @@ pub async fn run(
     node: Node,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
-) -> Result<Stopped, api::StartError> {
+) -> Result<Stopped, RunError> {
     let app = match api::App::new(node.clone()) {
         Ok(app) => app,
         Err(e) => {
             node.shutdown().await;
-            return Err(e);
+            return Err(e.into());
         }
     };
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -116,10 +162,24 @@ pub async fn run(
         let _ = rx.wait_for(|s| *s).await;
     };
     let span = tracing::Span::current();
+    let router = api::router(app);
+    let grpc_server = match listeners.grpc {
+        Some((listener, limits)) => match grpc::routes(router.clone(), limits.max_message_bytes) {
+            Ok(routes) => Some(tokio::spawn(
+                grpc::serve(listener, routes, limits, stopped(stop_rx.clone()))
+                    .instrument(span.clone()),
+            )),
+            Err(e) => {
+                node.shutdown().await;
+                return Err(e.into());
+            }
+        },
+        None => None,
+    };
     let api_server = tokio::spawn(
         http::serve(
             listeners.api,
-            api::router(app),
+            router,
             listeners.api_limits,
             listeners.tls.as_ref().map(|t| t.api.clone()),
             stopped(stop_rx.clone()),
@@ -152,16 +212,21 @@ pub async fn run(
         }
     };
     stop_tx.send_replace(true);
-    let (api_abort, raft_abort) = (api_server.abort_handle(), raft_server.abort_handle());
+    let mut aborts = vec![api_server.abort_handle(), raft_server.abort_handle()];
+    aborts.extend(grpc_server.as_ref().map(|s| s.abort_handle()));
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
         let _ = api_server.await;
         let _ = raft_server.await;
+        if let Some(grpc) = grpc_server {
+            let _ = grpc.await;
+        }
     })
     .await;
     if drained.is_err() {
         tracing::warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}");
-        api_abort.abort();
-        raft_abort.abort();
+        for abort in aborts {
+            abort.abort();
+        }
     }
     node.shutdown().await;
     Ok(why)

@@ -77,6 +77,7 @@ fn config(dir: &std::path::Path, nodes: u64) -> Config {
                 api: addr(),
                 raft: addr(),
                 data_dir: dir.join(format!("n{id}")),
+                grpc: None,
             })
             .collect(),
         raft: RaftConfig {

@@ -27,6 +27,7 @@ fn single_node(api: SocketAddr, raft: SocketAddr, dir: &Path) -> Arc<Config> {
             api: api.to_string(),
             raft: raft.to_string(),
             data_dir: dir.to_path_buf(),
+            grpc: None,
         }],
         raft: Default::default(),
         lease: Default::default(),

@@ -4,7 +4,7 @@
 //! `<!-- tests/readme.rs` is run, in README order, by one `bash` (`set -euo pipefail`, as
 //! if pasted into one terminal that stops at the first error), in a copy of the
 //! repository's `cluster.toml` and `scripts/` in a temp dir. The blocks use the fixed
-//! ports of `cluster.toml` (7001–7003, 7101–7103), so the run happens in a network
+//! ports of `cluster.toml` (7001–7003, 7101–7103, gRPC 7401–7403), so the run happens in a network
 //! namespace of its own (`unshare --net`, as root or with a user namespace), where they
 //! are free whatever runs on the machine. `BATON_BIN` hands the scripts the binary cargo
 //! built for this test, so nothing is compiled inside the test; `BATON_INSTALL_DIR` puts
@@ -14,13 +14,22 @@
 //! output in order, equal after [`normalise`] (timestamps and token numbers vary from
 //! run to run), and the block must print no other JSON line. At the end the nodes are
 //! stopped by the PIDs in the copy's `target/cluster/nN.pid`.
+//!
+//! A block whose marker says `needs grpcurl` calls the nodes' gRPC service with grpcurl:
+//! it runs with grpcurl's directory first on the `PATH` (found by [`common::grpcurl`]:
+//! `GRPCURL`, else the `PATH`); without grpcurl such blocks are skipped, except in CI
+//! (`BATON_REQUIRE_GRPCURL=1` or `CI`), where the test fails.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 /// What marks a README block as run by this test.
 const MARKER: &str = "<!-- tests/readme.rs";
+/// What a marker says of a block that calls grpcurl.
+const NEEDS_GRPCURL: &str = "needs grpcurl";
 /// Printed between blocks, to split the output.
 const BLOCK_END: &str = "@@ readme block end @@";
 /// Upper bound for the whole run (the cluster start waits for readiness with its own 60 s).
@@ -34,11 +43,14 @@ struct Block {
     text: String,
     /// The `#> ` lines, without the prefix.
     answers: Vec<String>,
+    /// Its marker says [`NEEDS_GRPCURL`].
+    needs_grpcurl: bool,
 }
 
 fn marked_blocks(readme: &str) -> Vec<Block> {
     let mut blocks = Vec::new();
     let mut marked = false;
+    let mut needs_grpcurl = false;
     let mut current: Option<Block> = None;
     for (i, line) in readme.lines().enumerate() {
         if let Some(block) = current.as_mut() {
@@ -53,6 +65,7 @@ fn marked_blocks(readme: &str) -> Vec<Block> {
             }
         } else if line.starts_with(MARKER) {
             marked = true;
+            needs_grpcurl = line.contains(NEEDS_GRPCURL);
         } else if marked && line.starts_with("```") {
             assert_eq!(
                 line.trim_end(),
@@ -64,6 +77,7 @@ fn marked_blocks(readme: &str) -> Vec<Block> {
                 line: i + 1,
                 text: String::new(),
                 answers: Vec::new(),
+                needs_grpcurl,
             });
             marked = false;
         } else if marked && !line.trim().is_empty() && !line.starts_with("<!--") {
@@ -234,7 +248,7 @@ fn unshare_args() -> Vec<&'static str> {
 fn readme_quick_start_and_curl_session_work_as_written() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let readme = std::fs::read_to_string(root.join("README.md")).expect("read README.md");
-    let blocks = marked_blocks(&readme);
+    let mut blocks = marked_blocks(&readme);
     assert!(
         blocks.len() >= 2,
         "expected the quick start and the curl session to be marked, found {} blocks",
@@ -249,6 +263,16 @@ fn readme_quick_start_and_curl_session_work_as_written() {
         assert!(found, "the README's blocks need {tool} on the PATH");
     }
     let unshare = unshare_args();
+    // grpcurl's directory goes first on the PATH; without grpcurl (outside CI) the
+    // blocks that need it are left out.
+    let grpcurl_dir = if blocks.iter().any(|b| b.needs_grpcurl) {
+        common::grpcurl().map(|bin| bin.parent().expect("a file's directory").to_path_buf())
+    } else {
+        None
+    };
+    if grpcurl_dir.is_none() {
+        blocks.retain(|b| !b.needs_grpcurl);
+    }
 
     let tmp = tempfile::tempdir().expect("temp dir");
     let repo = tmp.path().join("baton");
@@ -271,8 +295,11 @@ fn readme_quick_start_and_curl_session_work_as_written() {
     let err = std::fs::File::create(&err_path).expect("create stderr file");
 
     let path = format!(
-        "{}:{}",
+        "{}:{}{}",
         bin_dir.display(),
+        grpcurl_dir
+            .map(|d| format!("{}:", d.display()))
+            .unwrap_or_default(),
         std::env::var("PATH").unwrap_or_default()
     );
     let mut child = Command::new("unshare")
@@ -377,6 +404,7 @@ fn check_block_rejects_a_missing_or_unexpected_answer() {
         line: 1,
         text: String::new(),
         answers: vec![r#"{"released":true}"#.into()],
+        needs_grpcurl: false,
     };
     assert!(check_block(&block, &["building", r#"{"released":true}"#]).is_ok());
     assert!(check_block(&block, &[r#"{"released":false}"#]).is_err());
@@ -392,4 +420,15 @@ fn marked_blocks_collects_only_marked_sh_blocks_and_their_answers() {
     assert_eq!(blocks[0].line, 6);
     assert_eq!(blocks[0].text, "echo hi\n#> hi\n");
     assert_eq!(blocks[0].answers, vec!["hi".to_string()]);
+    assert!(!blocks[0].needs_grpcurl);
+}
+
+#[test]
+fn a_marker_that_needs_grpcurl_marks_its_block() {
+    let readme = "<!-- tests/readme.rs: needs grpcurl -->\n```sh\ngrpcurl list\n```\n<!-- tests/readme.rs -->\n```sh\necho\n```\n";
+    let blocks = marked_blocks(readme);
+    assert_eq!(
+        blocks.iter().map(|b| b.needs_grpcurl).collect::<Vec<_>>(),
+        [true, false]
+    );
 }

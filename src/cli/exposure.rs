@@ -23,6 +23,7 @@ use crate::config::{Config, NodeConfig, RaftConfig};
 pub fn unsafe_settings(config: &Config, me: &NodeConfig) -> Vec<String> {
     let exposed: Vec<&str> = [&me.api, &me.raft]
         .into_iter()
+        .chain(me.grpc.as_ref())
         .filter(|addr| !is_loopback(addr))
         .map(String::as_str)
         .collect();

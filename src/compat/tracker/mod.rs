@@ -1,5 +1,5 @@
-//! Tracker compatibility: Tracker's REST API (`/api/v1alpha1/...`), served on Baton's
-//! lock table. (Tracker's gRPC service is not served yet.)
+//! Tracker compatibility: Tracker's REST API (`/api/v1alpha1/...`) and its gRPC
+//! service (`tracker.lock.v1alpha1.LockService`), served on Baton's lock table.
 //!
 //! Mapping ([`mapping`]): `service` is the key (Baton's key rules), `who` the owner,
 //! `id` the fencing token in decimal. A create is a [`crate::locks::Command::AcquireExclusive`]
@@ -10,7 +10,9 @@
 //! Where things live: [`rest`] has one function per operation (create, get, unlock,
 //! list) that runs on the leader, and the routes, registered in [`crate::api::router`]
 //! with their relay `Need` like Baton's own (so forwarding, limits and any later
-//! auth layer apply to them alike).
+//! auth layer apply to them alike). [`grpc`] serves the gRPC service on a node's
+//! optional `grpc` address: each call runs the matching REST route through that same
+//! router, so gRPC and REST share one code path.
 //!
 //! # Caveats
 //! - A create whose proposal's outcome is unknown is proposed again (bounded); the
@@ -23,5 +25,6 @@
 //! - Bodies are Tracker's plain JSON, not problem+json: the relay's own answers
 //!   (`NO_LEADER`, `OUTCOME_UNKNOWN`) are rewritten into `{"error": ...}` on these routes.
 
+pub mod grpc;
 pub mod mapping;
 pub mod rest;
