@@ -183,8 +183,13 @@ impl Node {
         let mut detail = format!("{who} reaches {reachable_voters} of {n} voters");
         // The leader also has openraft's own account: the last time a majority
         // acknowledged it. Peers may answer while not acknowledging this leader.
+        // A lone voter is its own majority: openraft refreshes its acknowledgement only
+        // as it commits, so a single node that commits nothing for a while (a busy
+        // machine) would otherwise refuse every write as "no quorum" (seen as flaky
+        // single-node tests under load).
         let window = Duration::from_millis(self.inner.config.raft.election_timeout_max_ms);
-        if ok && m.state == ServerState::Leader {
+        let lone_voter = n == 1 && voters.contains(&me);
+        if ok && m.state == ServerState::Leader && !lone_voter {
             if let Some(acked) = &m.last_quorum_acked {
                 let age = openraft::Instant::elapsed(&**acked);
                 if age > window {
