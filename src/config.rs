@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::raft::data_dir::ClusterId;
 use crate::NodeId;
 
 /// Environment variables that override the file start with this prefix.
@@ -200,6 +201,10 @@ pub struct RaftConfig {
     /// Largest snapshot a node accepts from its leader, in bytes (as announced by the
     /// request's `content-length`); a larger one is refused (413) before it is read.
     pub max_snapshot_bytes: u64,
+    /// Pins the cluster's identity (`raft::data_dir`): a cluster initialised from this
+    /// file takes this id, and a node refuses a data dir of another. Unset: a random id
+    /// is made at initialisation and learnt by every node from its peers.
+    pub cluster_id: Option<ClusterId>,
 }
 
 impl Default for RaftConfig {
@@ -219,6 +224,7 @@ impl Default for RaftConfig {
             max_connections: 64,
             max_message_bytes: 64 << 20,
             max_snapshot_bytes: 1 << 30,
+            cluster_id: None,
         }
     }
 }

@@ -32,6 +32,15 @@ use crate::tls::ServerTls;
 
 /// How long in-flight requests may take to finish at shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest a graceful stop takes after SIGTERM: the drain, the node's tasks and the
+/// database close, each bounded (a service manager's stop timeout goes a little above).
+pub const GRACEFUL_STOP_BOUND: Duration = Duration::from_secs(
+    DRAIN_TIMEOUT.as_secs()
+        + crate::node::lifecycle::TASKS_STOP_WAIT.as_secs()
+        + crate::node::lifecycle::DB_CLOSE_WAIT.as_secs(),
+);
+
 /// Body read timeout of the Raft listener: a snapshot is sent in one request.
 pub const RAFT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -189,6 +198,7 @@ pub async fn run(
     let raft_config = &node.config().raft;
     let peers = rpc_server::router(
         node.raft().clone(),
+        node.identity().clone(),
         &raft_config.secret,
         rpc_server::BodyLimits::of(raft_config),
     );

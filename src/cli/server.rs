@@ -2,7 +2,8 @@
 //!
 //! Starts the node and runs it ([`crate::server::run`]) until SIGTERM or SIGINT, then
 //! stops accepting HTTP, drains in-flight requests (bounded), shuts Raft down and closes
-//! the database; exits with 70 if Raft stopped on a storage error (fail-stop).
+//! the database; exits with 70 if Raft stopped on a storage error (fail-stop), and with
+//! 78 if the data dir is of another storage format or cluster (`raft::data_dir`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,7 +16,7 @@ use tokio::net::TcpListener;
 use super::exposure;
 use crate::compat::tracker::grpc::GRPC_MAX_CONNECTIONS;
 use crate::config::Config;
-use crate::node::Node;
+use crate::node::{Node, StartError};
 use crate::serve::{fit_connection_caps, raise_open_files_limit, ServeLimits};
 use crate::server::{self, Stopped};
 use crate::tls::ServerTls;
@@ -23,6 +24,10 @@ use crate::NodeId;
 
 /// Exit code when the node stopped itself on a storage error.
 const EXIT_FAIL_STOP: u8 = 70;
+/// Exit code when the data dir is refused: another storage format or another cluster
+/// (EX_CONFIG). Restarting cannot help: a service manager should not
+/// (`RestartPreventExitStatus=78`).
+pub const EXIT_DATA_DIR_REFUSED: u8 = 78;
 
 /// Arguments of `baton server`.
 #[derive(Debug, Args)]
@@ -80,7 +85,10 @@ pub fn run(args: ServerArgs) -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<StartError>() {
+                Some(StartError::DataDir(_)) => ExitCode::from(EXIT_DATA_DIR_REFUSED),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -270,6 +270,14 @@ pub(crate) async fn initialize_when_all_fresh(node: Node) {
                     )
                 })
                 .collect::<std::collections::BTreeMap<_, _>>();
+            // The cluster's id is recorded before its first log entry exists.
+            match inner.identity.for_initialise() {
+                Ok(id) => tracing::info!(cluster_id = %id, "initialising cluster {id}"),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot record the cluster id; not initialising");
+                    return;
+                }
+            }
             match inner.raft.initialize(members).await {
                 Ok(()) => tracing::info!(nodes = config.nodes.len(), "cluster initialised"),
                 Err(e) => tracing::warn!(error = %e, "initialise refused"),

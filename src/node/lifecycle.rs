@@ -27,6 +27,7 @@ use tracing::Instrument;
 use super::clock::ClusterClock;
 use super::{compaction, leader, Inner, Node, POLL_INTERVAL};
 use crate::config::{Config, ConfigError};
+use crate::raft::data_dir::{DataDirError, Identity};
 use crate::raft::event_log::EventLog;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::NetworkFactory;
@@ -45,13 +46,16 @@ const EVENT_RETENTION_ENTRIES: u64 = 1_000_000;
 pub const TASKS_STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// How long shutdown waits for Raft's tasks to release the database.
-const DB_CLOSE_WAIT: Duration = Duration::from_secs(5);
+pub const DB_CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// A node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The data dir is not this build's format or this cluster's (`raft::data_dir`).
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
     #[error("storage: {0}")]
     Store(#[from] StoreError),
     #[error("raft config: {0}")]
@@ -71,6 +75,13 @@ impl Node {
     /// node's span (`node{node_id}`) so every line they log names the node.
     pub async fn start(config: Arc<Config>, id: NodeId) -> Result<Node, StartError> {
         let me = config.node(id)?.clone();
+        // Before RocksDB: a data dir of another format must be refused, not decoded.
+        let identity = Identity::open(&me.data_dir, config.raft.cluster_id.as_ref())?;
+        tracing::info!(
+            format = crate::raft::data_dir::FORMAT_VERSION,
+            cluster_id = identity.cluster_id().as_ref().map(|c| c.as_str()),
+            "data dir checked"
+        );
         let db = open_db(&me.data_dir.join("db"))?;
         let log_store = LogStore::open(db.clone())?;
         let events = EventLog::open(&db, EVENT_RETENTION_ENTRIES)?;
@@ -96,6 +107,7 @@ impl Node {
         )));
         let network = NetworkFactory::new(
             r.secret.clone(),
+            identity.clone(),
             peers.clone(),
             crate::tls::peer_client(&config, id)?,
             config.tls.scheme(),
@@ -106,6 +118,7 @@ impl Node {
             inner: Arc::new(Inner {
                 id,
                 config,
+                identity,
                 raft,
                 table,
                 events,

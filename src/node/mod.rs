@@ -125,6 +125,8 @@ pub struct Node {
 pub(crate) struct Inner {
     id: NodeId,
     config: Arc<Config>,
+    /// The data dir's cluster id, shared with the Raft RPC client and server.
+    identity: Arc<crate::raft::data_dir::Identity>,
     raft: typ::Raft,
     table: SharedTable,
     events: EventLog,
@@ -169,6 +171,11 @@ impl Node {
     pub fn db(&self) -> Option<Arc<rocksdb::DB>> {
         use crate::sync::LockUnpoisoned;
         self.inner.db.lock_unpoisoned().clone()
+    }
+
+    /// The data dir's identity (for the Raft RPC endpoints).
+    pub fn identity(&self) -> &Arc<crate::raft::data_dir::Identity> {
+        &self.inner.identity
     }
 
     /// The Raft handle (for the Raft RPC endpoints).

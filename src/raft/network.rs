@@ -3,8 +3,10 @@
 //! Each RPC is one `POST http(s)://<peer raft addr>/raft/<rpc>` whose body is the postcard
 //! encoding of the openraft request and whose `200` answer is the postcard encoding of
 //! the response. Every request carries the cluster secret in [`SECRET_HEADER`]; the
-//! receiving side (`rpc_server`) refuses requests without it. Connections are pooled
-//! and kept alive by one shared `reqwest::Client` per node.
+//! receiving side (`rpc_server`) refuses requests without it. Once this node belongs to
+//! a cluster, every request also carries the cluster's id in [`CLUSTER_HEADER`], and a
+//! node of another cluster refuses it (see `data_dir`). Connections are pooled and kept
+//! alive by one shared `reqwest::Client` per node.
 //!
 //! Error mapping: a refused connection is `Unreachable` (openraft backs off); any other
 //! transport failure, a timeout or a non-200 answer is a `NetworkError` or `Unreachable`.
@@ -16,6 +18,7 @@
 //! confusing the leader's replication until `allow-rejoin` is called.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::entry::RaftEntry;
@@ -25,6 +28,7 @@ use openraft::OptionalSend;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::data_dir::{Identity, CLUSTER_HEADER};
 use super::peers::{ConflictVerdict, Peers};
 use super::typ::{
     AppendEntriesRequest, AppendEntriesResponse, Snapshot, SnapshotResponse, TransferLeaderRequest,
@@ -50,6 +54,7 @@ pub mod path {
 pub struct NetworkFactory {
     http: reqwest::Client,
     secret: String,
+    identity: Arc<Identity>,
     peers: Peers,
     scheme: &'static str,
 }
@@ -60,6 +65,7 @@ impl NetworkFactory {
     /// reached with `scheme` (`http` or `https`).
     pub fn new(
         secret: String,
+        identity: Arc<Identity>,
         peers: Peers,
         client: reqwest::ClientBuilder,
         scheme: &'static str,
@@ -72,6 +78,7 @@ impl NetworkFactory {
         Ok(NetworkFactory {
             http,
             secret,
+            identity,
             peers,
             scheme,
         })
@@ -87,6 +94,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             base: format!("{}://{}", self.scheme, node.raft),
             http: self.http.clone(),
             secret: self.secret.clone(),
+            identity: self.identity.clone(),
             peers: self.peers.clone(),
         }
     }
@@ -98,6 +106,7 @@ pub struct Network {
     base: String,
     http: reqwest::Client,
     secret: String,
+    identity: Arc<Identity>,
     peers: Peers,
 }
 
@@ -126,10 +135,15 @@ impl Network {
     ) -> Result<Resp, (RPCError<TypeConfig>, String)> {
         let body = codec::encode(req)
             .map_err(|e| (RPCError::Network(NetworkError::new(&e)), e.to_string()))?;
-        let resp = self
+        let mut request = self
             .http
             .post(format!("{}{path}", self.base))
-            .header(SECRET_HEADER, &self.secret)
+            .header(SECRET_HEADER, &self.secret);
+        // Read per call: a fresh node learns its cluster's id from its first leader.
+        if let Some(id) = self.identity.cluster_id() {
+            request = request.header(CLUSTER_HEADER, id.as_str());
+        }
+        let resp = request
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(body)
             .timeout(timeout)

@@ -18,6 +18,12 @@
 //!    from a buffer (the table it rebuilds is in memory anyway).
 //! 3. **The message.** A body that does not decode is `400 INVALID_REQUEST`.
 //!
+//! Between 1 and 2, **the cluster id** ([`CLUSTER_HEADER`]) on every RPC but the
+//! `initialized` probe: a request of another cluster is `403 FORBIDDEN` (logged like a
+//! wrong secret, naming both ids), and a fresh node adopts the first id it is sent
+//! (`data_dir::Identity::admit`, which writes it to disk: rare, so done in place) before
+//! the request reaches Raft. A request without an id comes from a fresh node and passes.
+//!
 //! None of these reaches Raft. A Raft error (the node is stopping) is 503, which the
 //! sending side treats as "unreachable". Nothing here knows the node or the public API:
 //! the router serves one Raft handle with one secret.
@@ -36,6 +42,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::data_dir::{Admission, ClusterId, Identity, CLUSTER_HEADER};
 use super::network::{path, INITIALIZED_PATH, SECRET_HEADER};
 use super::typ::{
     self, AppendEntriesRequest, SnapshotMeta, TransferLeaderRequest, Vote, VoteRequest,
@@ -71,18 +78,29 @@ impl BodyLimits {
 #[derive(Clone)]
 struct Peer {
     raft: typ::Raft,
+    identity: Arc<Identity>,
     secret_digest: [u8; 32],
     limits: BodyLimits,
     refusals: Arc<Mutex<RefusalLog>>,
+    /// Refusals of another cluster's RPCs, logged apart from secret refusals.
+    strangers: Arc<Mutex<RefusalLog>>,
 }
 
-/// The Raft RPC router of `raft`, open to peers that present `secret`.
-pub fn router(raft: typ::Raft, secret: &str, limits: BodyLimits) -> Router {
+/// The Raft RPC router of `raft`, open to peers that present `secret` and, once this
+/// node has one, its cluster id (`identity`).
+pub fn router(
+    raft: typ::Raft,
+    identity: Arc<Identity>,
+    secret: &str,
+    limits: BodyLimits,
+) -> Router {
     let peer = Peer {
         raft,
+        identity,
         secret_digest: Sha256::digest(secret.as_bytes()).into(),
         limits,
         refusals: Arc::default(),
+        strangers: Arc::default(),
     };
     Router::new()
         .route(path::APPEND, post(append))
@@ -90,6 +108,9 @@ pub fn router(raft: typ::Raft, secret: &str, limits: BodyLimits) -> Router {
         .route(path::PRE_VOTE, post(pre_vote))
         .route(path::TRANSFER_LEADER, post(transfer_leader))
         .route(path::SNAPSHOT, post(snapshot))
+        // The probe is answered to any peer with the secret: a fresh node asks it
+        // before it has an id, and "this one has data" is what it needs to hear.
+        .route_layer(middleware::from_fn_with_state(peer.clone(), same_cluster))
         .route(INITIALIZED_PATH, get(initialized))
         .fallback(|req: Request| async move {
             ApiError::NotFound(format!("no endpoint {} {}", req.method(), req.uri().path()))
@@ -135,6 +156,48 @@ async fn authenticate(State(peer): State<Peer>, req: Request, next: Next) -> Res
         header::HeaderValue::from_static("close"),
     );
     resp
+}
+
+/// Refuses an RPC of another cluster; a fresh node joins the sender's (see `data_dir`).
+async fn same_cluster(State(peer): State<Peer>, req: Request, next: Next) -> Response {
+    let theirs = match req.headers().get(CLUSTER_HEADER).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(v)) => match ClusterId::parse(v) {
+            Ok(id) => Some(id),
+            Err(e) => return ApiError::InvalidRequest(e).into_response(),
+        },
+        Some(Err(_)) => {
+            return ApiError::InvalidRequest("cluster id is not text".into()).into_response()
+        }
+    };
+    match peer.identity.admit(theirs) {
+        Ok(Admission::Same) => next.run(req).await,
+        Ok(Admission::Adopted(id)) => {
+            tracing::info!(cluster_id = %id, "joined cluster {id} (first contact from its leader)");
+            next.run(req).await
+        }
+        Ok(Admission::Refused { ours, theirs }) => {
+            let logged = peer.strangers.lock_unpoisoned().record(Instant::now());
+            if let Some(suppressed) = logged {
+                tracing::warn!(
+                    path = req.uri().path(),
+                    suppressed,
+                    cluster_id = %ours,
+                    sender_cluster_id = %theirs,
+                    "refused a raft request from a node of cluster {theirs}: this node is in \
+                     cluster {ours} (a stale data dir or a wrong [[nodes]] address on the sender)"
+                );
+            }
+            ApiError::Forbidden(format!(
+                "this node is in cluster {ours}, the request comes from cluster {theirs}"
+            ))
+            .into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot record the cluster id");
+            ApiError::Internal(format!("cannot record the cluster id: {e}")).into_response()
+        }
+    }
 }
 
 /// Whether two digests are equal, in time independent of where they differ.

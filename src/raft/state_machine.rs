@@ -402,6 +402,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_garbled_metadata_value_is_an_error_at_open_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_db(&dir.path().join("db")).unwrap();
+        for key in [KEY_LAST_APPLIED, KEY_MEMBERSHIP, KEY_NOW_MS] {
+            db.put_cf(cf(&db, CF_SM_META), key, [0xff; 3]).unwrap();
+            let err = open_sm(db.clone(), dir.path().join("snap"));
+            assert!(matches!(err, Err(StoreError::Codec(_))), "{key:?}");
+            db.delete_cf(cf(&db, CF_SM_META), key).unwrap();
+        }
+    }
+
+    #[tokio::test]
     async fn a_corrupt_snapshot_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();
         let db = open_db(&dir.path().join("db")).unwrap();
