@@ -8,14 +8,17 @@
 # Names carry the run's id (default: the script's PID) so that two runs on one machine
 # do not touch each other's namespaces or veth pairs. Addresses may repeat: each run has
 # its own bridge.
+# tests/deploy.rs reuses this with its own id and addresses (NETNS_PREFIX,
+# NETNS_HOST_BASE: node N is PREFIX.(BASE+N)), so it can run beside a chaos run.
 NS_ID=${CHAOS_NS_ID:-$$}
 NS_HUB=btc$NS_ID-hub
 NS_CLIENT=btc$NS_ID-cl
-NET_PREFIX=10.77.0
+NET_PREFIX=${NETNS_PREFIX:-10.77.0}
+HOST_BASE=${NETNS_HOST_BASE:-0}
 CLIENT_ADDR=$NET_PREFIX.100
 
 ns_of() { echo "btc$NS_ID-n$1"; }
-addr_of() { echo "$NET_PREFIX.$1"; }
+addr_of() { echo "$NET_PREFIX.$((HOST_BASE + $1))"; }
 
 netns_up() {
   netns_down
