@@ -1,5 +1,6 @@
 //! The per-key event stream (SSE) on a real cluster: every event once, in log order,
-//! from a follower; resumed with `Last-Event-ID` after that node restarts.
+//! from a follower; resumed with `Last-Event-ID` after that node restarts; and the prefix
+//! feed `GET /v1/events`.
 
 mod common;
 
@@ -179,6 +180,52 @@ async fn a_watcher_sees_each_event_once_in_log_order_and_resumes_after_a_restart
         sse.next(Duration::from_millis(500)).await.is_none(),
         "an extra event arrived"
     );
+}
+
+/// `GET /v1/events?prefix=`: one stream of every key under a prefix, from a follower.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_feed_sees_the_events_of_every_key_under_its_prefix_only() {
+    let cluster = TestCluster::start().await;
+    let leader = cluster.leader().await;
+    let follower = cluster.other_than(leader);
+    let url = format!("http://{}/v1/events?prefix=deploy-", cluster.api(follower));
+    let mut sse = SseReader::open(&cluster.http, &url, None).await;
+    let mut tokens = Vec::new();
+    for key in ["deploy-web", "other", "deploy-db"] {
+        let path = format!("/v1/locks/{key}/acquire");
+        let grant = post(&cluster, leader, &path, json!({"owner": key})).await;
+        tokens.push((key, grant["token"].as_u64().unwrap()));
+    }
+    for (key, token) in &tokens {
+        let path = format!("/v1/locks/{key}/release");
+        post(&cluster, leader, &path, json!({"token": token})).await;
+    }
+    let seen: Vec<(String, String)> = take(&mut sse, 4)
+        .await
+        .iter()
+        .map(|e| (e.event.clone(), e.data["key"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(
+        seen,
+        pairs(&[
+            ("acquired", "deploy-web"),
+            ("acquired", "deploy-db"),
+            ("released", "deploy-web"),
+            ("released", "deploy-db"),
+        ])
+    );
+    assert!(
+        sse.next(Duration::from_millis(300)).await.is_none(),
+        "an event of another prefix arrived"
+    );
+
+    let bad = cluster
+        .http
+        .get(format!("http://{}/v1/events?prefix=a/b", cluster.api(1)))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

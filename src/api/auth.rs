@@ -74,8 +74,9 @@ pub enum Access {
 pub fn access(method: &Method, matched: &str, key: Option<&str>, query: Option<&str>) -> Access {
     let key = || key.unwrap_or_default().to_string();
     match (method.as_str(), matched) {
-        // The API contract holds no data (see `api::openapi`).
-        (_, "/healthz" | "/readyz") | ("GET", "/v1/openapi.json") => Access::Open,
+        // The API contract and the status page hold no data (see `api::openapi`,
+        // `api::ui`).
+        (_, "/healthz" | "/readyz") | ("GET", "/v1/openapi.json" | "/ui") => Access::Open,
         // Counts and Raft state, no lock data: any application may scrape (see
         // `api::metrics`).
         ("GET", "/v1/cluster" | "/metrics") => Access::AnyKey,
@@ -89,7 +90,7 @@ pub fn access(method: &Method, matched: &str, key: Option<&str>, query: Option<&
         ("GET", "/v1/locks/{key}" | "/v1/locks/{key}/events")
         | ("POST", "/v1/locks/{key}/validate") => Access::Key(Permission::Read, key()),
         ("DELETE", "/v1/locks/{key}") => Access::Key(Permission::Admin, key()),
-        ("GET", "/v1/locks") => Access::Prefix(Permission::Read, list_prefix(query)),
+        ("GET", "/v1/locks" | "/v1/events") => Access::Prefix(Permission::Read, list_prefix(query)),
         ("GET", "/api/v1alpha1/locks/list") => Access::Prefix(Permission::Read, String::new()),
         ("POST", "/api/v1alpha1/lock")
         | (

@@ -35,9 +35,9 @@ use crate::wire::{EventsQuery, LockEvent, StreamReset};
 /// Events read from storage per round while catching up.
 const CATCH_UP_BATCH: usize = 1_000;
 /// SSE events buffered for a slow client before the producer waits.
-const CLIENT_BUFFER: usize = 256;
+pub(super) const CLIENT_BUFFER: usize = 256;
 /// Comment lines keep idle connections (and proxies) alive.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
+pub(super) const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 pub async fn events(
     State(app): State<App>,
@@ -170,7 +170,7 @@ async fn catch_up(node: &Node, key: &Key, after: u64, tx: &mpsc::Sender<SseEvent
 }
 
 /// Sends `events` (whole entries, in log order), with the id on each entry's last one.
-async fn send_all(tx: &mpsc::Sender<SseEvent>, events: &[&Event]) -> bool {
+pub(super) async fn send_all(tx: &mpsc::Sender<SseEvent>, events: &[&Event]) -> bool {
     for (i, e) in events.iter().enumerate() {
         let last_of_entry = events.get(i + 1).is_none_or(|next| next.index != e.index);
         if tx.send(sse_event(e, last_of_entry)).await.is_err() {

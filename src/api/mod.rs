@@ -1,7 +1,7 @@
 //! The HTTP API (axum): `/v1` locks and cluster, health, and the follower → leader relay.
 //!
-//! [`router`] builds the public API (the peer-only Raft listener is
-//! [`crate::raft::rpc_server`]).
+//! [`router`] builds the public API and the status page [`ui`] (the peer-only Raft
+//! listener is [`crate::raft::rpc_server`]).
 //! Layers, outside in: request span (method, path, request id), body limit, then per
 //! route the access check ([`auth`], with `[auth] enabled`), the relay to the leader
 //! ([`relay`]: writes and linearizable reads on a follower), handler.
@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod events;
 pub mod exact_path;
 pub mod extract;
+pub mod feed;
 pub mod health;
 pub mod locks;
 pub mod metrics;
@@ -18,6 +19,7 @@ pub mod openapi;
 pub mod problem;
 pub mod quota;
 pub mod relay;
+pub mod ui;
 pub mod waiting;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -150,9 +152,11 @@ pub fn router(app: App) -> Router {
     // serves the event stream.
     let any_node = Router::new()
         .route("/v1/locks/{key}/events", get(events::events))
+        .route("/v1/events", get(feed::feed))
         .route("/v1/cluster", get(cluster::cluster))
         .route("/v1/cluster/snapshot", post(cluster::snapshot_now))
         .route("/v1/openapi.json", get(openapi::document))
+        .route("/ui", get(ui::page))
         .route("/metrics", get(metrics::scrape))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));

@@ -161,6 +161,8 @@ mod tests {
                     api: format!("127.0.0.1:700{id}"),
                     raft: format!("127.0.0.1:710{id}"),
                     voter: true,
+                    matched_index: None,
+                    lag: None,
                 })
                 .collect(),
             last_log_index: None,

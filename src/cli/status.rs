@@ -154,6 +154,8 @@ mod tests {
                     api: format!("n{i}:1"),
                     raft: format!("n{i}:2"),
                     voter: true,
+                    matched_index: None,
+                    lag: None,
                 })
                 .collect(),
             last_log_index: Some(10),

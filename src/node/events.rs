@@ -1,8 +1,8 @@
 //! Watching one key's applied events (`GET /v1/locks/{key}/events`): a subscription that
 //! wakes only for that key, and reads of its stored events off the async runtime.
 //!
-//! The all-keys subscription (`Node::subscribe_events`) stays for code that follows
-//! many keys at once (the waiting acquire).
+//! The all-keys subscription (`Node::subscribe_events`) is for code that follows many
+//! keys at once (the prefix feed `GET /v1/events`).
 
 use super::{Node, NodeError};
 use crate::locks::{Event, Key};

@@ -12,7 +12,6 @@
 //! Nothing here relays: a follower answers [`NodeError::NotLeader`] and `api::relay`
 //! decides what to do with the request.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::impls::ProgressResponder;
@@ -209,9 +208,9 @@ impl Node {
         with_table(&self.inner.table, f)
     }
 
-    /// Events applied on this node from now on (every node applies every entry, so any
-    /// node can serve watchers).
-    pub fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<Arc<[Event]>> {
+    /// Events applied on this node from now on, and restarts of the history by a
+    /// snapshot install (every node applies every entry, so any node can serve watchers).
+    pub fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<super::KeyUpdate> {
         self.inner.events.subscribe()
     }
 

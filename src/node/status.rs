@@ -84,6 +84,12 @@ pub struct MemberStatus {
     pub api: String,
     pub raft: String,
     pub voter: bool,
+    /// The last log index the leader knows this member has (`None` unless this node
+    /// leads: only the leader tracks replication).
+    pub matched_index: Option<u64>,
+    /// Entries this member is behind the leader's last log index (0 for the leader
+    /// itself; `None` unless this node leads).
+    pub lag: Option<u64>,
 }
 
 impl Node {
@@ -94,6 +100,15 @@ impl Node {
         let voters: Vec<NodeId> = membership.voter_ids().collect();
         let nodes: BTreeMap<NodeId, NodeAddr> =
             membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
+        // Only a leader has replication progress; openraft lists the leader in it too.
+        let matched = |id: NodeId| -> Option<u64> {
+            let progress = m.replication.as_ref()?;
+            if id == self.inner.id {
+                return m.last_log_index;
+            }
+            Some(progress.get(&id)?.as_ref().map_or(0, |l| l.index))
+        };
+        let last = m.last_log_index.unwrap_or(0);
         let members = nodes
             .into_iter()
             .map(|(id, n)| MemberStatus {
@@ -101,6 +116,8 @@ impl Node {
                 api: n.api,
                 raft: n.raft,
                 voter: voters.contains(&id),
+                matched_index: matched(id),
+                lag: matched(id).map(|i| last.saturating_sub(i)),
             })
             .collect();
         let (now_ms, stored) = with_table(&self.inner.table, |t| (t.now_ms(), t.len()));

@@ -26,8 +26,10 @@
 //! after them (a resume from before gets the `reset` event, as after retention).
 //!
 //! Live events go out two ways: every batch to [`EventLog::subscribe`] (for code that
-//! watches many keys), and to [`EventLog::subscribe_key`] only the batches that touch
-//! that key, so an idle watcher is not woken by every write of the cluster.
+//! watches many keys: the prefix feed `GET /v1/events`), and to
+//! [`EventLog::subscribe_key`] only the batches that touch that key, so an idle watcher
+//! is not woken by every write of the cluster. Both are told when a snapshot install
+//! restarts the history.
 //!
 //! Caveats: the old-layout events are not migrated; retention is counted in log
 //! indexes, not events.
@@ -65,7 +67,7 @@ pub struct EventLog {
 }
 
 struct Inner {
-    live: broadcast::Sender<Arc<[Event]>>,
+    live: broadcast::Sender<KeyUpdate>,
     /// Watchers of one key. An entry exists while its key has a watcher (it is removed
     /// when the last one is dropped), so the map is as large as the number of distinct
     /// watched keys, which connection caps bound.
@@ -85,10 +87,11 @@ impl Inner {
     }
 }
 
-/// What a watcher of one key is told (see [`EventLog::subscribe_key`]).
+/// What a watcher is told (see [`EventLog::subscribe_key`] and [`EventLog::subscribe`]).
 #[derive(Clone, Debug)]
 pub enum KeyUpdate {
-    /// The key's events of one applied batch, in log order.
+    /// The watched events of one applied batch (the key's, or every key's), in log
+    /// order.
     Events(Arc<[Event]>),
     /// A snapshot was installed: the entries up to it were never applied here, so their
     /// events do not exist on this node, and the history goes on from `first_index`.
@@ -242,7 +245,7 @@ impl EventLog {
         self.inner.newest.fetch_max(last.index, Ordering::Relaxed);
         self.publish_by_key(&events);
         // No subscribers is fine.
-        let _ = self.inner.live.send(events.into());
+        let _ = self.inner.live.send(KeyUpdate::Events(events.into()));
     }
 
     /// Call after a snapshot install's batch (staged with [`Self::drop_before`]) is
@@ -257,6 +260,7 @@ impl EventLog {
         for tx in self.inner.by_key().values() {
             let _ = tx.send(KeyUpdate::Restarted { first_index });
         }
+        let _ = self.inner.live.send(KeyUpdate::Restarted { first_index });
     }
 
     /// Sends each watched key its own events of the batch; unwatched keys cost a lookup.
@@ -287,8 +291,9 @@ impl EventLog {
         (keep_from >= stored_from + PRUNE_EVERY).then_some(keep_from)
     }
 
-    /// Live events of every key from now on, in batches in log order.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<[Event]>> {
+    /// Live events of every key from now on, in batches in log order, and the
+    /// restarts of the history (snapshot installs).
+    pub fn subscribe(&self) -> broadcast::Receiver<KeyUpdate> {
         self.inner.live.subscribe()
     }
 
@@ -557,7 +562,7 @@ mod tests {
         let mut all = log.subscribe();
         write(&db, &log, vec![event(1, "b"), event(2, "c")]);
         assert_eq!(watcher.rx.try_recv().unwrap_err(), TryRecvError::Empty);
-        assert_eq!(all.try_recv().unwrap().len(), 2);
+        assert!(matches!(all.try_recv(), Ok(KeyUpdate::Events(b)) if b.len() == 2));
         write(&db, &log, vec![event(3, "b"), event(3, "a"), event(4, "a")]);
         let Ok(KeyUpdate::Events(batch)) = watcher.rx.try_recv() else {
             panic!("expected the events of key a");
@@ -570,7 +575,7 @@ mod tests {
             vec![(3, "a"), (4, "a")]
         );
         assert_eq!(watcher.rx.try_recv().unwrap_err(), TryRecvError::Empty);
-        assert_eq!(all.try_recv().unwrap().len(), 3);
+        assert!(matches!(all.try_recv(), Ok(KeyUpdate::Events(b)) if b.len() == 3));
     }
 
     /// Regression (chaos seed 2027): a follower that caught up by snapshot sent its
@@ -582,6 +587,7 @@ mod tests {
         let log = EventLog::open(&db, 1_000_000).unwrap();
         let mut a = log.subscribe_key(&Key::parse("a").unwrap());
         let mut b = log.subscribe_key(&Key::parse("b").unwrap());
+        let mut all = log.subscribe();
         write(&db, &log, vec![event(7, "a")]);
         assert!(matches!(a.rx.try_recv(), Ok(KeyUpdate::Events(_))));
         let mut batch = WriteBatch::default();
@@ -594,6 +600,11 @@ mod tests {
                 Ok(KeyUpdate::Restarted { first_index: 1_000 })
             ));
         }
+        assert!(matches!(all.try_recv(), Ok(KeyUpdate::Events(_))));
+        assert!(matches!(
+            all.try_recv(),
+            Ok(KeyUpdate::Restarted { first_index: 1_000 })
+        ));
         assert_eq!(log.first_index(), 1_000);
         let read = log
             .read_after(&db, &Key::parse("a").unwrap(), 0, 10)

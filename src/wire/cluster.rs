@@ -73,6 +73,14 @@ pub struct MemberView {
     /// Its Raft RPC address.
     pub raft: String,
     pub voter: bool,
+    /// The last log index the leader knows this member has; reported by the leader
+    /// only (`None` from a follower, or from a node older than this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched_index: Option<u64>,
+    /// Entries this member is behind the leader's last log index (0 for the leader);
+    /// reported by the leader only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<u64>,
 }
 
 /// Whether the answering node can reach a majority of the voters (itself included).

@@ -149,6 +149,15 @@ pub struct EventsQuery {
     pub after: Option<u64>,
 }
 
+/// Query of `GET /v1/events`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedQuery {
+    /// Only keys that start with this (every key when empty).
+    #[serde(default)]
+    pub prefix: String,
+}
+
 // ---- answers ----
 
 /// The answer to acquire and renew, and the `holder` of a `LOCK_HELD` problem.

@@ -28,7 +28,8 @@ pub use endpoint::{endpoint_authority, endpoint_url, parse_endpoint, EndpointErr
 pub use error::{ErrorCode, Problem};
 pub use locks::{
     check_key, AcquireRequest, CancelReason, CancelRequest, Cancelled, Consistency, EventKind,
-    EventsQuery, Lease, ListQuery, LockEvent, LockInfo, LockPage, NotReleased, ReadQuery,
-    ReleaseRequest, Released, RenewRequest, StreamReset, ValidateRequest, Validation, WaiterInfo,
+    EventsQuery, FeedQuery, Lease, ListQuery, LockEvent, LockInfo, LockPage, NotReleased,
+    ReadQuery, ReleaseRequest, Released, RenewRequest, StreamReset, ValidateRequest, Validation,
+    WaiterInfo,
 };
 pub use time::{parse_rfc3339_ms, rfc3339_ms, TimeError};
