@@ -4,6 +4,11 @@
 //! `RUST_LOG`, [`DEFAULT_FILTER`]. A plain level (`debug`) sets Baton's own level and
 //! keeps openraft's at `error`; anything else is taken as a `RUST_LOG` filter
 //! (`baton=debug,openraft=info`).
+//!
+//! The format is `baton server --log-format` (or `BATON_LOG_FORMAT`): `text`, one
+//! human-readable line per event, or `json`, one JSON object per line for a log
+//! pipeline: `timestamp`, `level`, `target`, `message` and the event's fields at the top
+//! level, and the span the event happened in (`span`, e.g. `{"name":"node","node_id":1}`).
 
 use tracing_subscriber::EnvFilter;
 
@@ -43,22 +48,41 @@ pub fn filter(level: Option<&str>) -> Result<EnvFilter, LogLevelError> {
     })
 }
 
-/// Installs the global `tracing` subscriber (stderr) with `filter`.
-pub fn init_with(filter: EnvFilter) {
-    // A second init (tests) is harmless: keep the first subscriber.
-    let _ = tracing_subscriber::fmt()
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event, for people.
+    #[default]
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// Installs the global `tracing` subscriber (stderr) with `filter` and `format`.
+pub fn init_with(filter: EnvFilter, format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
+        .with_writer(std::io::stderr);
+    // A second init (tests) is harmless: keep the first subscriber.
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_target(false)
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 /// Installs the global `tracing` subscriber (stderr, `RUST_LOG` or [`DEFAULT_FILTER`]).
 pub fn init() {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    init_with(filter);
+    init_with(filter, LogFormat::Text);
 }
 
 #[cfg(test)]

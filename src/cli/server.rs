@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::node::{Node, StartError};
 use crate::serve::{fit_connection_caps, raise_open_files_limit, ServeLimits};
 use crate::server::{self, Stopped};
+use crate::telemetry::LogFormat;
 use crate::tls::ServerTls;
 use crate::NodeId;
 
@@ -46,6 +47,10 @@ pub struct ServerArgs {
     /// `baton=info,openraft=error`.
     #[arg(long, env = "BATON_LOG_LEVEL", value_name = "LEVEL", value_parser = parse_log_level)]
     pub log_level: Option<String>,
+    /// Log line format: `text` for people, `json` (one object per line) for a log
+    /// pipeline.
+    #[arg(long, env = "BATON_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Start even though this node listens on a non-loopback address without access
     /// control, with the default Raft secret or without TLS (a warning names each on
     /// every start). Only for a trusted, isolated network.
@@ -63,7 +68,7 @@ fn parse_log_level(s: &str) -> Result<String, String> {
 /// Runs the server; returns the process exit code.
 pub fn run(args: ServerArgs) -> ExitCode {
     match crate::telemetry::filter(args.log_level.as_deref()) {
-        Ok(filter) => crate::telemetry::init_with(filter),
+        Ok(filter) => crate::telemetry::init_with(filter, args.log_format),
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;

@@ -138,6 +138,7 @@ impl Node {
         node.spawn(compaction::snapshot_when_due(node.clone()));
         node.spawn(super::status::watch_quorum(node.clone()));
         node.spawn(crate::metrics::count_leader_changes(node.clone()));
+        node.spawn(super::changes::log_membership_changes(node.clone()));
         Ok(node)
     }
 

@@ -33,6 +33,7 @@
 //!   leadership they were stamped under).
 //! - A node dropped without [`Node::shutdown`] leaves its database to the process exit.
 
+mod changes;
 pub mod clock;
 pub mod compaction;
 mod events;

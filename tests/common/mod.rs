@@ -44,6 +44,8 @@ pub struct Options {
     pub tls: Option<TlsOptions>,
     /// Give every node a `grpc` address (the Tracker-compatible gRPC service).
     pub grpc: bool,
+    /// More arguments for every `baton server` (e.g. `--log-format json`).
+    pub server_args: Vec<String>,
 }
 
 /// See [`Options::tls`].
@@ -67,6 +69,7 @@ impl Default for Options {
             auth: None,
             tls: None,
             grpc: false,
+            server_args: Vec::new(),
         }
     }
 }
@@ -84,6 +87,8 @@ pub struct TestNode {
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
     pub open_files_limit: Option<u64>,
+    /// See [`Options::server_args`].
+    pub server_args: Vec<String>,
     pub config_path: PathBuf,
     pub nodes: BTreeMap<u64, TestNode>,
     pub http: reqwest::Client,
@@ -192,6 +197,7 @@ impl TestCluster {
         let mut cluster = TestCluster {
             dir,
             open_files_limit: opts.open_files_limit,
+            server_args: opts.server_args.clone(),
             config_path,
             nodes,
             http,
@@ -240,6 +246,7 @@ impl TestCluster {
             .args(["server", "--config"])
             .arg(&self.config_path)
             .args(["--node", &id.to_string()])
+            .args(&self.server_args)
             .env("RUST_LOG", "baton=info,openraft=error")
             .stdout(Stdio::null())
             .stderr(log)
