@@ -85,8 +85,25 @@ const SNAPSHOT_RETRIGGER: Duration = Duration::from_secs(1);
 /// it arrived, so a burst of calls builds at most two snapshots.
 pub async fn snapshot_now(State(app): State<App>) -> Result<Json<serde_json::Value>, ApiError> {
     let raft = app.node.raft();
-    let index_of = |l: Option<&crate::raft::typ::LogId>| l.map_or(0, |l| l.index);
     let arrived_at = index_of(raft.metrics().borrow_watched().last_applied.as_ref());
+    let built = snapshot_covering(&app, arrived_at).await?;
+    let snapshot_index = index_of(raft.metrics().borrow_watched().snapshot.as_ref());
+    Ok(Json(json!({
+        "node_id": app.node.id(),
+        "snapshot_index": snapshot_index,
+        "built": built,
+    })))
+}
+
+fn index_of(l: Option<&crate::raft::typ::LogId>) -> u64 {
+    l.map_or(0, |l| l.index)
+}
+
+/// Waits until this node has a snapshot covering log index `arrived_at`, building one if
+/// it has none (coalesced with other requests, see [`snapshot_now`]); true if a build
+/// was needed.
+pub(super) async fn snapshot_covering(app: &App, arrived_at: u64) -> Result<bool, ApiError> {
+    let raft = app.node.raft();
     let _turn = app.quotas.snapshot.turn().await;
     let covered = |m: &crate::raft::typ::RaftMetrics| index_of(m.snapshot.as_ref()) >= arrived_at;
     let built = !covered(&raft.metrics().borrow_watched());
@@ -120,10 +137,5 @@ pub async fn snapshot_now(State(app): State<App>) -> Result<Json<serde_json::Val
             }
         }
     }
-    let snapshot_index = index_of(raft.metrics().borrow_watched().snapshot.as_ref());
-    Ok(Json(json!({
-        "node_id": app.node.id(),
-        "snapshot_index": snapshot_index,
-        "built": built,
-    })))
+    Ok(built)
 }

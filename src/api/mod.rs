@@ -7,6 +7,7 @@
 //! ([`relay`]: writes and linearizable reads on a follower), handler.
 
 pub mod auth;
+pub mod backup;
 pub mod cluster;
 pub mod events;
 pub mod exact_path;
@@ -141,6 +142,10 @@ pub fn router(app: App) -> Router {
             post(cluster::allow_rejoin),
         )
         .route_layer(relay(Need::Leader));
+    // A backup is taken at a read-index point, which only the leader can confirm.
+    let leader_admin = Router::new()
+        .route("/v1/cluster/backup", get(backup::backup))
+        .route_layer(relay(Need::Leader));
     let leader_acquire = Router::new()
         .route("/v1/locks/{key}/acquire", post(locks::acquire))
         .route_layer(relay(Need::LeaderForWait));
@@ -162,6 +167,7 @@ pub fn router(app: App) -> Router {
         .route("/readyz", get(health::readyz));
     Router::new()
         .merge(leader_writes)
+        .merge(leader_admin)
         .merge(leader_acquire)
         .merge(leader_reads)
         .merge(any_node)

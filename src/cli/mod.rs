@@ -9,6 +9,7 @@ pub mod keys;
 pub mod lock;
 pub mod locks;
 pub mod server;
+pub mod snapshot;
 mod status;
 pub mod watch;
 
@@ -37,6 +38,9 @@ pub enum Commands {
     Locks(locks::LockCommand),
     /// Follow a key's events (acquired, released, expired, queued, …) as they happen.
     Watch(watch::WatchArgs),
+    /// Backups: `baton snapshot save FILE`; `baton snapshot restore FILE --node N` builds
+    /// a data dir of a new cluster from one.
+    Snapshot(snapshot::SnapshotArgs),
     /// API keys for a cluster with auth on: `baton keys create NAME --allow lock=PREFIX`.
     Keys(keys::KeysArgs),
     /// Print a shell completion script: `baton completions bash > /etc/bash_completion.d/baton`.
@@ -70,6 +74,7 @@ pub fn run() -> ExitCode {
         Commands::Locks(cmd) => locks::run(cmd),
         Commands::Watch(args) => watch::run(args),
         Commands::Keys(args) => keys::run(args),
+        Commands::Snapshot(args) => snapshot::run(args),
         Commands::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -42,6 +42,9 @@ pub use trouble::Trouble;
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait for one HTTP answer (the server answers `OUTCOME_UNKNOWN` after 5 s).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// What a backup may take beyond [`REQUEST_TIMEOUT`]: the leader may build a snapshot
+/// for it (bounded there by 60 s).
+const BACKUP_WAIT: Duration = Duration::from_secs(60);
 /// A call that is still retrying after this long reports its progress (see
 /// [`Client::with_progress`]); a leader election usually ends well before.
 pub const PROGRESS_AFTER: Duration = Duration::from_secs(2);
@@ -419,6 +422,37 @@ impl Client {
         body: Option<Bytes>,
         wait: Duration,
     ) -> Result<T, ClientError> {
+        let (endpoint, status, bytes) = self.call_raw(method, path, body, wait).await?;
+        answer(&endpoint, status, &bytes)
+    }
+
+    /// `GET /v1/cluster/backup` (an admin key, with auth on): the backup file of every
+    /// lock at a linearizable point, as `baton snapshot save` writes it.
+    pub async fn backup(&self) -> Result<Bytes, ClientError> {
+        let (endpoint, status, bytes) = self
+            .call_raw(Method::GET, wire::BACKUP_PATH, None, BACKUP_WAIT)
+            .await?;
+        if status.is_success() {
+            return Ok(bytes);
+        }
+        match answer::<serde_json::Value>(&endpoint, status, &bytes) {
+            Err(e) => Err(e),
+            Ok(_) => Err(ClientError::UnexpectedAnswer {
+                endpoint,
+                detail: format!("HTTP {status}"),
+            }),
+        }
+    }
+
+    /// [`Client::call`] up to the final answer, undecoded: the endpoint that gave it,
+    /// its status and body.
+    async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        wait: Duration,
+    ) -> Result<(String, StatusCode, Bytes), ClientError> {
         let started = Instant::now();
         let deadline = started + self.call_timeout + wait;
         let mut index = self.preferred.load(Ordering::Relaxed);
@@ -437,7 +471,7 @@ impl Client {
                 Attempt::Final(status, bytes) => {
                     self.preferred
                         .store(index % self.endpoints.len(), Ordering::Relaxed);
-                    return answer(endpoint, status, &bytes);
+                    return Ok((endpoint.clone(), status, bytes));
                 }
                 Attempt::Busy(problem) => {
                     tracing::debug!(endpoint, code = %problem.code, detail = problem.detail, "node busy; retrying");

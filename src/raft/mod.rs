@@ -29,6 +29,7 @@
 //!   at load instead of being a column family, since nothing would ever read it from disk.
 //! - Snapshots are materialised as one buffer; a table of a million locks is ~100 MB.
 
+pub mod backup;
 pub mod data_dir;
 pub mod event_log;
 pub mod log_store;

@@ -5,6 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::NodeId;
 
+/// `GET` this path for a backup file (`baton snapshot save`; admin access).
+pub const BACKUP_PATH: &str = "/v1/cluster/backup";
+
 /// A node's Raft role, as `state` in [`ClusterView`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

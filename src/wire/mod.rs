@@ -23,7 +23,9 @@ mod error;
 mod locks;
 mod time;
 
-pub use cluster::{ClusterView, Health, MemberView, PeerView, QuorumView, Readiness, Role};
+pub use cluster::{
+    ClusterView, Health, MemberView, PeerView, QuorumView, Readiness, Role, BACKUP_PATH,
+};
 pub use endpoint::{endpoint_authority, endpoint_url, parse_endpoint, EndpointError};
 pub use error::{ErrorCode, Problem};
 pub use locks::{
