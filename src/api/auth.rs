@@ -1,6 +1,6 @@
 //! Authentication and authorization of API requests when `[auth] enabled`.
 //!
-//! [`guard`] runs on every matched route before the relay and the handler. It takes
+//! [`admit`] runs on every matched route before the relay and the handler. It takes
 //! the API key from `Authorization: Bearer <key>` or `X-API-Key: <key>` (headers only:
 //! no body is read for a client's request), finds the application in the keys file
 //! ([`crate::auth::KeyStore`]), checks the permission the endpoint needs on the key or
@@ -20,9 +20,8 @@
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::extract::{MatchedPath, RawPathParams, Request, State};
+use axum::extract::{MatchedPath, RawPathParams, Request};
 use axum::http::{header, HeaderMap, Method};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::problem::ApiError;
@@ -208,10 +207,11 @@ pub fn relayed_identity(
     relayed::sign(&app.node.config().raft.secret, &bound, caller, now_ms())
 }
 
-/// Middleware on every route (see the module docs). With auth off it does nothing.
-pub async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
+/// The access check of every route (see the module docs): the request to serve, with
+/// its [`Caller`], or the refusal to answer. With auth off it passes every request.
+pub async fn admit(app: &App, req: Request) -> Result<Request, Response> {
     let Some(store) = app.keys.clone() else {
-        return next.run(req).await;
+        return Ok(req);
     };
     let (mut parts, body) = req.into_parts();
     let matched = parts
@@ -222,15 +222,17 @@ pub async fn guard(State(app): State<App>, req: Request, next: Next) -> Response
     let key = path_key(&mut parts).await;
     let access = access(&parts.method, &matched, key.as_deref(), parts.uri.query());
     if access == Access::Open {
-        return next.run(Request::from_parts(parts, body)).await;
+        return Ok(Request::from_parts(parts, body));
     }
     let relayed = parts.headers.remove(PRINCIPAL_HEADER);
     let (principal, body) = if parts.headers.contains_key(FORWARDED_BY_HEADER) {
         // Relayed by a peer: the identity must verify against this exact request.
         let max_body = app.node.config().api.max_body_bytes;
         let Ok(bytes) = axum::body::to_bytes(body, max_body).await else {
-            return ApiError::PayloadTooLarge("request body exceeds api.max_body_bytes".into())
-                .into_response();
+            return Err(
+                ApiError::PayloadTooLarge("request body exceeds api.max_body_bytes".into())
+                    .into_response(),
+            );
         };
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let bound = Bound {
@@ -252,11 +254,11 @@ pub async fn guard(State(app): State<App>, req: Request, next: Next) -> Response
                     age_ms,
                     "refusing a relayed request: the relaying node's clock is off"
                 );
-                return ApiError::NoLeader(format!(
+                return Err(ApiError::NoLeader(format!(
                     "the node that relayed this request signed it {age_ms} ms away from the leader's clock (more than {} s); retry on another node, and align the nodes' clocks",
                     relayed::MAX_SKEW_MS / 1000
                 ))
-                .into_response();
+                .into_response());
             }
             Err(e) => {
                 tracing::warn!(error = %e, "refusing a relayed request");
@@ -264,20 +266,20 @@ pub async fn guard(State(app): State<App>, req: Request, next: Next) -> Response
             }
         };
         let Some(principal) = principal else {
-            return ApiError::InvalidApiKey(
+            return Err(ApiError::InvalidApiKey(
                 "a relayed request must carry a valid relayed identity".into(),
             )
-            .into_response();
+            .into_response());
         };
         (principal, axum::body::Body::from(bytes))
     } else {
         match authenticate(&store, &parts.headers) {
             Ok(p) => (p, body),
-            Err(e) => return e.into_response(),
+            Err(e) => return Err(e.into_response()),
         }
     };
     if let Err(e) = check(&principal, &access) {
-        return e.into_response();
+        return Err(e.into_response());
     }
     let release_any = match &access {
         Access::Key(_, key) => principal.allows(Permission::Admin, key),
@@ -287,7 +289,7 @@ pub async fn guard(State(app): State<App>, req: Request, next: Next) -> Response
         principal,
         release_any,
     });
-    next.run(Request::from_parts(parts, body)).await
+    Ok(Request::from_parts(parts, body))
 }
 
 /// `{key}` of the matched route, percent-decoded (`None` for a route without one, or

@@ -11,10 +11,6 @@
 //! Keys `.` and `..` are valid [`crate::locks::Key`]s, but no path can name them: they
 //! are refused as `INVALID_KEY`; any other dot segment as `INVALID_REQUEST`.
 
-use axum::extract::Request;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-
 use super::problem::ApiError;
 
 /// The routes whose third segment is a lock key (`/v1/locks/{key}...`).
@@ -59,14 +55,6 @@ pub fn check(path: &str) -> Result<(), ApiError> {
     Err(ApiError::InvalidRequest(format!(
         "path {path:?} has the dot segment {segment:?}; paths are taken as sent, never normalised"
     )))
-}
-
-/// Middleware on the whole router: refuses a target with a dot segment.
-pub async fn refuse_dot_segments(req: Request, next: Next) -> Response {
-    match check(req.uri().path()) {
-        Ok(()) => next.run(req).await,
-        Err(e) => e.into_response(),
-    }
 }
 
 #[cfg(test)]

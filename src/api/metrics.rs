@@ -10,7 +10,7 @@
 //! counts, never keys, owners or applications, so a key that may read nothing still may
 //! see them, and a scraper needs no lock permission.
 //!
-//! [`time_request`] is a route layer: it sees axum's `MatchedPath` (the pattern, never
+//! [`RequestTimer`] runs in the route layer: it sees axum's `MatchedPath` (the pattern, never
 //! the raw path, so the `route` label takes one value per route) and indexes the
 //! pre-registered histograms with it.
 
@@ -18,7 +18,6 @@ use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use openraft::async_runtime::WatchReceiver;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -53,17 +52,30 @@ pub async fn scrape(State(app): State<App>) -> Result<Response, ApiError> {
     Ok(resp)
 }
 
-/// Route layer of every API route: times the request into the histogram of its route
-/// pattern and status class.
-pub async fn time_request(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(crate::metrics::ROUTES.len(), |p| route_index(p.as_str()));
-    let started = Instant::now();
-    let resp = next.run(req).await;
-    metrics().request(route, resp.status().as_u16(), started.elapsed());
-    resp
+/// The timing of one request, started by every route's layer ([`super::each_route`]):
+/// goes into the histogram of its route pattern and status class.
+pub struct RequestTimer {
+    route: usize,
+    started: Instant,
+}
+
+impl RequestTimer {
+    /// Starts timing a matched request.
+    pub fn start(req: &Request) -> RequestTimer {
+        let route = req
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or(crate::metrics::ROUTES.len(), |p| route_index(p.as_str()));
+        RequestTimer {
+            route,
+            started: Instant::now(),
+        }
+    }
+
+    /// Records the request with its answer's status.
+    pub fn finish(self, resp: &Response) {
+        metrics().request(self.route, resp.status().as_u16(), self.started.elapsed());
+    }
 }
 
 /// The node's state, read once per scrape.

@@ -2,8 +2,9 @@
 //!
 //! [`router`] builds the public API and the status page [`ui`] (the peer-only Raft
 //! listener is [`crate::raft::rpc_server`]).
-//! Layers, outside in: request span (method, path, request id), body limit, then per
-//! route the access check ([`auth`], with `[auth] enabled`), the relay to the leader
+//! Layers, outside in: the front door (request span with method, path and request id;
+//! dot segments refused), body limit, then one layer per route ([`each_route`]): its
+//! timing, the access check ([`auth`], with `[auth] enabled`), the relay to the leader
 //! ([`relay`]: writes and linearizable reads on a follower), handler.
 
 pub mod auth;
@@ -30,7 +31,7 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
 
@@ -124,13 +125,13 @@ impl App {
 
 /// The public API router.
 ///
-/// Each route declares here what it needs from the leader: the routes of the leader
-/// sub-routers carry [`relay::to_leader`] with their [`relay::Need`], the others are
-/// served by whichever node receives them.
+/// Each route declares here what it needs from the leader ([`relay::Need`]) with the
+/// one layer of its group, [`each_route`]; the front door ([`front_door`]) runs before
+/// routing.
 pub fn router(app: App) -> Router {
     let max_body = app.node.config().api.max_body_bytes;
-    let relay =
-        |need| middleware::from_fn_with_state(relay::Declared::new(&app, need), relay::to_leader);
+    let route_layer =
+        |need| middleware::from_fn_with_state(relay::Declared::new(&app, need), each_route);
     let leader_writes = Router::new()
         .route("/v1/locks/{key}", delete(locks::force_release))
         .route("/v1/locks/{key}/renew", post(locks::renew))
@@ -141,18 +142,18 @@ pub fn router(app: App) -> Router {
             "/v1/cluster/nodes/{id}/allow-rejoin",
             post(cluster::allow_rejoin),
         )
-        .route_layer(relay(Need::Leader));
+        .route_layer(route_layer(Need::Leader));
     // A backup is taken at a read-index point, which only the leader can confirm.
     let leader_admin = Router::new()
         .route("/v1/cluster/backup", get(backup::backup))
-        .route_layer(relay(Need::Leader));
+        .route_layer(route_layer(Need::Leader));
     let leader_acquire = Router::new()
         .route("/v1/locks/{key}/acquire", post(locks::acquire))
-        .route_layer(relay(Need::LeaderForWait));
+        .route_layer(route_layer(Need::LeaderForWait));
     let leader_reads = Router::new()
         .route("/v1/locks", get(locks::list))
         .route("/v1/locks/{key}", get(locks::get))
-        .route_layer(relay(Need::LeaderUnlessLocal));
+        .route_layer(route_layer(Need::LeaderUnlessLocal));
     // This node's own view and duties; every node applies every entry, so any node
     // serves the event stream.
     let any_node = Router::new()
@@ -164,23 +165,19 @@ pub fn router(app: App) -> Router {
         .route("/ui", get(ui::page))
         .route("/metrics", get(metrics::scrape))
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz));
+        .route("/readyz", get(health::readyz))
+        .route_layer(route_layer(Need::AnyNode));
     Router::new()
         .merge(leader_writes)
         .merge(leader_admin)
         .merge(leader_acquire)
         .merge(leader_reads)
         .merge(any_node)
-        // Outside each route's relay: a follower checks the caller before relaying.
-        .route_layer(middleware::from_fn_with_state(app.clone(), auth::guard))
         .merge(crate::compat::tracker::rest::routes(&app))
-        // Outermost of the route layers: times every matched route by its pattern.
-        .route_layer(middleware::from_fn(metrics::time_request))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn(exact_path::refuse_dot_segments))
-        .layer(middleware::from_fn_with_state(app.clone(), request_span))
+        .layer(middleware::from_fn_with_state(app.clone(), front_door))
         .with_state(app)
 }
 
@@ -196,9 +193,10 @@ async fn method_not_allowed(req: Request) -> ApiError {
     ))
 }
 
-/// Opens the `request` span; the request id is taken from the client (or a relaying
-/// node) or made here, and travels with a relayed request.
-async fn request_span(State(app): State<App>, mut req: Request, next: Next) -> Response {
+/// The layer outside routing: opens the `request` span (the request id is taken from
+/// the client or a relaying node, or made here, and travels with a relayed request),
+/// and refuses a target with a dot segment ([`exact_path`]) before it is routed.
+async fn front_door(State(app): State<App>, mut req: Request, next: Next) -> Response {
     use tracing::Instrument;
     let id = match req
         .headers()
@@ -216,5 +214,31 @@ async fn request_span(State(app): State<App>, mut req: Request, next: Next) -> R
         }
     };
     let span = tracing::debug_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id);
-    next.run(req).instrument(span).await
+    async move {
+        match exact_path::check(req.uri().path()) {
+            Ok(()) => next.run(req).await,
+            Err(e) => e.into_response(),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// The one layer of every route, in this order: times the request by its route
+/// ([`metrics::RequestTimer`]), checks the caller ([`auth::admit`]; a follower checks
+/// before it relays), relays it to the leader if its route needs that
+/// ([`relay::to_leader`]), and runs the handler. One layer, not one per step: each
+/// axum middleware clones and boxes the service below it on every request.
+pub async fn each_route(
+    State(route): State<relay::Declared>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let timer = metrics::RequestTimer::start(&req);
+    let resp = match auth::admit(route.app(), req).await {
+        Ok(req) => relay::to_leader(&route, req, next).await,
+        Err(refused) => refused,
+    };
+    timer.finish(&resp);
+    resp
 }

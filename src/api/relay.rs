@@ -3,9 +3,9 @@
 //! This module is the one owner of that decision; [`crate::node::forward`] is only the
 //! transport (and states the relay rules: one hop, `NO_LEADER` vs `OUTCOME_UNKNOWN`,
 //! bounded). Routes declare what they need from the leader where they are registered
-//! ([`super::router`]): a route of a leader sub-router gets the [`to_leader`] middleware
-//! as a `route_layer` with its [`Need`]; a route outside those sub-routers is served by
-//! whichever node receives it (health, cluster view, event streams, `POST
+//! ([`super::router`]): each group of routes gets its [`Need`] with its layer
+//! ([`super::each_route`], which calls [`to_leader`]); [`Need::AnyNode`] routes are
+//! served by whichever node receives them (health, cluster view, event streams, `POST
 //! /v1/cluster/snapshot`). Unmatched paths and methods are answered where they arrive.
 //!
 //! On a follower, a leader route's request is relayed byte for byte (method, path and
@@ -34,7 +34,7 @@
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, Request, State};
+use axum::extract::{Query, Request};
 use axum::http::{HeaderMap, HeaderValue, Method, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -61,9 +61,11 @@ pub enum Need {
     /// A write sent as a `GET` (Tracker's `unlock`): served by the leader, and a relay
     /// that gets no answer says `OUTCOME_UNKNOWN` as for any write, never `NO_LEADER`.
     LeaderGetWrite,
+    /// Served by whichever node receives it: this node's own view and duties.
+    AnyNode,
 }
 
-/// The state of one route's [`to_leader`] middleware: the API and the route's need.
+/// The state of one route's layer ([`super::each_route`]): the API and the route's need.
 #[derive(Clone)]
 pub struct Declared {
     app: App,
@@ -71,12 +73,17 @@ pub struct Declared {
 }
 
 impl Declared {
-    /// The relay of a route that needs `need`.
+    /// The layer state of a route that needs `need`.
     pub fn new(app: &App, need: Need) -> Declared {
         Declared {
             app: app.clone(),
             need,
         }
+    }
+
+    /// The API.
+    pub fn app(&self) -> &App {
+        &self.app
     }
 }
 
@@ -92,6 +99,7 @@ impl Need {
     fn requires_leader(self, uri: &Uri) -> bool {
         match self {
             Need::Leader | Need::LeaderForWait | Need::LeaderGetWrite => true,
+            Need::AnyNode => false,
             // A query that does not parse goes to the leader, whose handler refuses it
             // as it would here.
             Need::LeaderUnlessLocal => !matches!(
@@ -122,10 +130,11 @@ fn acquire_wait_ms(body: &[u8], max_wait_ms: u64) -> Option<u64> {
     Some(wait_ms.min(max_wait_ms))
 }
 
-/// Middleware of the leader routes: on a follower, relays the request to the leader
-/// (see the module docs); on the leader, or for a request that was relayed already,
-/// runs the handler.
-pub async fn to_leader(State(route): State<Declared>, req: Request, next: Next) -> Response {
+/// The relay step of every route's layer ([`super::each_route`]): on a follower,
+/// relays a request its route needs the leader for (see the module docs); on the
+/// leader, for a request that was relayed already, or one any node serves, runs the
+/// handler.
+pub async fn to_leader(route: &Declared, req: Request, next: Next) -> Response {
     let app = &route.app;
     if req.headers().contains_key(FORWARDED_BY_HEADER)
         || app.node.is_leader()
@@ -335,6 +344,7 @@ mod tests {
         let uri: Uri = target.parse().expect("a valid target");
         assert_eq!(Need::LeaderUnlessLocal.requires_leader(&uri), leader);
         assert!(Need::Leader.requires_leader(&uri));
+        assert!(!Need::AnyNode.requires_leader(&uri));
     }
 
     #[test_case("/v1/locks/a/acquire", true; "plain")]

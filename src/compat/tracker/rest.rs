@@ -21,8 +21,8 @@ use super::mapping::{
 };
 use crate::api::auth::{self, Access, Caller, MaybeCaller};
 use crate::api::problem::ApiError;
-use crate::api::relay::{self, Declared, Need};
-use crate::api::App;
+use crate::api::relay::{Declared, Need};
+use crate::api::{each_route, App};
 use crate::auth::Permission;
 use crate::locks::{Command, Grant, LockError, Reply};
 use crate::node::{Consistency, NodeError};
@@ -242,15 +242,15 @@ pub async fn list(app: &App, page: Page) -> Result<LockList, TrackerError> {
 /// The Tracker routes, each with what it needs from the leader, and the layer that
 /// gives the relay's own answers Tracker's body shape.
 pub fn routes(app: &App) -> Router<App> {
-    let relay = |need| middleware::from_fn_with_state(Declared::new(app, need), relay::to_leader);
+    let route_layer = |need| middleware::from_fn_with_state(Declared::new(app, need), each_route);
     let leader = Router::new()
         .route(&format!("{PREFIX}/lock"), post(create_handler))
         .route(&format!("{PREFIX}/lock/{{id}}"), get(get_handler))
         .route(&format!("{PREFIX}/locks/list"), get(list_handler))
-        .route_layer(relay(Need::Leader));
+        .route_layer(route_layer(Need::Leader));
     let unlock_route = Router::new()
         .route(&format!("{PREFIX}/unlock/{{id}}"), get(unlock_handler))
-        .route_layer(relay(Need::LeaderGetWrite));
+        .route_layer(route_layer(Need::LeaderGetWrite));
     // An empty id names no lock: answered here, like `null`.
     let empty_ids = Router::new()
         .route(
@@ -260,14 +260,13 @@ pub fn routes(app: &App) -> Router<App> {
         .route(
             &format!("{PREFIX}/unlock/"),
             get(|| async { TrackerError::NothingToUnlock }),
-        );
+        )
+        .route_layer(route_layer(Need::AnyNode));
     Router::new()
         .merge(leader)
         .merge(unlock_route)
         .merge(empty_ids)
-        // Outside each route's relay (a follower checks the caller before relaying),
-        // inside the rewrite (a 401 or 403 gets Tracker's body shape).
-        .route_layer(middleware::from_fn_with_state(app.clone(), auth::guard))
+        // Outside each route's layer: a 401 or 403 gets Tracker's body shape.
         .layer(middleware::from_fn(tracker_bodies))
 }
 
