@@ -229,10 +229,10 @@ pub async fn admit(app: &App, req: Request) -> Result<Request, Response> {
         // Relayed by a peer: the identity must verify against this exact request.
         let max_body = app.node.config().api.max_body_bytes;
         let Ok(bytes) = axum::body::to_bytes(body, max_body).await else {
-            return Err(
-                ApiError::PayloadTooLarge("request body exceeds api.max_body_bytes".into())
-                    .into_response(),
-            );
+            return Err(ApiError::PayloadTooLarge(
+                "request body exceeds api.max_body_bytes".into(),
+            )
+            .into_response());
         };
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let bound = Bound {
