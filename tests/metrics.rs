@@ -31,12 +31,18 @@ print(json.dumps(samples))
 type Scrape = BTreeMap<(String, Vec<(String, String)>), f64>;
 
 async fn scrape(c: &TestCluster, node: u64) -> Scrape {
+    let started = Instant::now();
     let resp = c
         .http
         .get(format!("http://{}/metrics", c.api(node)))
         .send()
         .await
-        .expect("scrape");
+        .unwrap_or_else(|e| {
+            panic!(
+                "scrape of node {node} failed after {:?}: {e:?}",
+                started.elapsed()
+            )
+        });
     assert_eq!(resp.status(), StatusCode::OK);
     let ct = resp
         .headers()
