@@ -126,7 +126,7 @@ impl App {
 /// The public API router.
 ///
 /// Each route declares here what it needs from the leader ([`relay::Need`]) with the
-/// one layer of its group, [`each_route`]; the front door ([`front_door`]) runs before
+/// one layer of its group, [`each_route`]; the front door (`front_door`) runs before
 /// routing.
 pub fn router(app: App) -> Router {
     let max_body = app.node.config().api.max_body_bytes;
