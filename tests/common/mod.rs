@@ -328,6 +328,15 @@ impl TestCluster {
         std::fs::read_to_string(self.log_path(id)).unwrap_or_default()
     }
 
+    /// Every node's log under a header line, for assertion messages: why one node
+    /// is stuck is often in another's log.
+    pub fn all_logs(&self) -> String {
+        self.nodes
+            .keys()
+            .map(|id| format!("--- node {id} ---\n{}", self.log(*id)))
+            .collect()
+    }
+
     /// Waits until every running node answers `/readyz` with 200.
     pub async fn wait_ready(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
@@ -341,8 +350,8 @@ impl TestCluster {
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "node {id} not ready in {timeout:?}; log:\n{}",
-                    self.log(id)
+                    "node {id} not ready in {timeout:?}; logs:\n{}",
+                    self.all_logs()
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
