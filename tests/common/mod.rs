@@ -102,13 +102,49 @@ pub struct TestCluster {
     pub ca: Option<certs::TestCa>,
 }
 
-/// Free loopback ports, distinct from each other: every listener is held until all are
-/// chosen (a port bound and released at once can be handed out again, and the config
-/// refuses two nodes on one address).
+/// Free loopback ports, distinct from each other, below the kernel's ephemeral range.
+///
+/// A port the kernel picks (`bind(":0")`) is in the ephemeral range, the range every
+/// outgoing connection on the machine takes its source port from: between releasing it
+/// here and the node binding it, another test's connection can take it, and the node
+/// exits with "Address already in use" (seen in CI). Below that range only listeners
+/// that ask for a port by number compete. The ports of one test binary come from one
+/// counter, so its tests, which run in parallel, never pick the same one; each is
+/// checked with a bind and held until all are chosen.
 fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free loopback port"))
-        .collect();
+    static NEXT: std::sync::OnceLock<std::sync::atomic::AtomicU32> = std::sync::OnceLock::new();
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let low = 10_000u32;
+    if ephemeral_start <= low + 1_000 {
+        // An unusual range leaves no room below it: take the kernel's ports.
+        let listeners: Vec<TcpListener> = (0..n)
+            .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free loopback port"))
+            .collect();
+        return listeners
+            .iter()
+            .map(|l| l.local_addr().expect("bound address").port())
+            .collect();
+    }
+    let span = ephemeral_start - low;
+    let next = NEXT.get_or_init(|| {
+        // Test binaries of one run start at different places.
+        std::sync::atomic::AtomicU32::new(rand::random::<u32>() % span)
+    });
+    let mut listeners = Vec::with_capacity(n);
+    for _ in 0..span {
+        if listeners.len() == n {
+            break;
+        }
+        let offset = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % span;
+        let port = u16::try_from(low + offset).expect("below the ephemeral range");
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            listeners.push(l);
+        }
+    }
+    assert_eq!(listeners.len(), n, "{n} free loopback ports below {ephemeral_start}");
     listeners
         .iter()
         .map(|l| l.local_addr().expect("bound address").port())
