@@ -691,6 +691,12 @@ data_dir = "d2"
     }
 
     #[test]
+    fn clients_drop_idle_connections_well_before_a_node_closes_them() {
+        let node_closes = Duration::from_millis(ApiConfig::default().header_read_timeout_ms);
+        assert!(crate::wire::CLIENT_IDLE_REUSE * 2 <= node_closes);
+    }
+
+    #[test]
     fn unknown_key_is_rejected() {
         let text = format!("{THREE}\n[lease]\nmax_tll_ms = 5\n");
         let err = Config::parse(&text, no_env()).unwrap_err().to_string();

@@ -101,6 +101,7 @@ fn cluster_client(settings: &Settings) -> Result<reqwest::ClientBuilder, String>
     }
     let mut builder = reqwest::Client::builder()
         .no_proxy()
+        .pool_idle_timeout(crate::wire::CLIENT_IDLE_REUSE)
         .default_headers(headers);
     if let Some(path) = &settings.ca_file {
         let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -147,6 +147,7 @@ fn http_client(
     let mut builder = reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(Duration::from_secs(1))
+        .pool_idle_timeout(wire::CLIENT_IDLE_REUSE)
         .tcp_nodelay(true)
         .default_headers(headers)
         .tls_built_in_root_certs(any_tls && ca.is_empty());

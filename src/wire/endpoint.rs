@@ -5,6 +5,16 @@
 //! A parsed endpoint is `host:port` (plain HTTP) or `https://host:port` (TLS): messages
 //! name it as the user wrote it, and [`endpoint_url`] makes request URLs from it.
 
+/// Longest a client keeps an idle keep-alive connection to a node for reuse.
+///
+/// A node closes a connection that sends no request for `api.header_read_timeout_ms`
+/// (10 s by default) after its previous answer. A client reusing a connection idle about
+/// that long races the close and loses the request to a reset now and then; the Rust
+/// client's lease renewals come every `ttl / 3`, exactly 10 s with the default 30 s TTL.
+/// Well below the node's default, such a connection is dropped by the client first and
+/// the request goes over a new one.
+pub const CLIENT_IDLE_REUSE: std::time::Duration = std::time::Duration::from_secs(4);
+
 /// An endpoint that cannot name a node.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EndpointError {

@@ -26,7 +26,9 @@ mod time;
 pub use cluster::{
     ClusterView, Health, MemberView, PeerView, QuorumView, Readiness, Role, BACKUP_PATH,
 };
-pub use endpoint::{endpoint_authority, endpoint_url, parse_endpoint, EndpointError};
+pub use endpoint::{
+    endpoint_authority, endpoint_url, parse_endpoint, EndpointError, CLIENT_IDLE_REUSE,
+};
 pub use error::{ErrorCode, Problem};
 pub use locks::{
     check_key, AcquireRequest, CancelReason, CancelRequest, Cancelled, Consistency, EventKind,

@@ -144,7 +144,11 @@ fn free_ports(n: usize) -> Vec<u16> {
             listeners.push(l);
         }
     }
-    assert_eq!(listeners.len(), n, "{n} free loopback ports below {ephemeral_start}");
+    assert_eq!(
+        listeners.len(),
+        n,
+        "{n} free loopback ports below {ephemeral_start}"
+    );
     listeners
         .iter()
         .map(|l| l.local_addr().expect("bound address").port())
@@ -203,6 +207,7 @@ impl TestCluster {
         }
         let mut http = reqwest::Client::builder()
             .no_proxy()
+            .pool_idle_timeout(baton::wire::CLIENT_IDLE_REUSE)
             .timeout(Duration::from_secs(10));
         let mut ca = None;
         if let Some(tls) = &opts.tls {
