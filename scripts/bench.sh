@@ -15,7 +15,12 @@
 # Environment: BENCH_DURATION (10s), BENCH_WARMUP (2s), BENCH_MODES ("uncontended cycle
 # contended read"; also "queue": every connection waits in one key's queue, so
 # BENCH_CONNS above api.max_waiters_per_key (1000) needs BATON_API_MAX_WAITERS_PER_KEY,
-# which the nodes read from the environment), BENCH_CONNS ("1 16 64 256"), BENCH_TARGET (leader), BENCH_TTL (30s,
+# which the nodes read from the environment; "watch": every connection is an event stream
+# while one writer changes BENCH_KEYS (1) keys BENCH_RATE (20) times a second, so
+# BENCH_CONNS above 3 x api.max_event_streams (1024 per node) needs
+# BATON_API_MAX_EVENT_STREAMS; "connect": a reconnect storm of BENCH_CONNS clients, one
+# read each), BENCH_CONNS ("1 16 64 256"), BENCH_TARGET (leader; all for watch and
+# connect, whose connections are spread over the nodes), BENCH_TTL (30s,
 # the lease of every acquire), BENCH_OUT
 # (target/bench), BENCH_RUN_TIMEOUT seconds per run (300), BATON_READY_TIMEOUT seconds
 # (60), CARGO_TARGET_DIR (cargo's default), BENCH_BIN (a prebuilt `baton` to run instead of
@@ -27,7 +32,9 @@ DURATION=${BENCH_DURATION:-10s}
 WARMUP=${BENCH_WARMUP:-2s}
 MODES=${BENCH_MODES:-uncontended cycle contended read}
 CONNS=${BENCH_CONNS:-1 16 64 256}
-TARGET=${BENCH_TARGET:-leader}
+TARGET=${BENCH_TARGET:-}
+KEYS=${BENCH_KEYS:-1}
+RATE=${BENCH_RATE:-20}
 TTL=${BENCH_TTL:-30s}
 OUT=${BENCH_OUT:-target/bench}
 RUN_TIMEOUT=${BENCH_RUN_TIMEOUT:-300}
@@ -36,8 +43,17 @@ NODES=3
 . scripts/lib/local_cluster.sh
 BIN=${BENCH_BIN:-$(baton_bin)}
 
-# Thousands of connections need more descriptors than a shell's default soft limit.
+# Thousands of connections need more descriptors than a shell's default soft limit (the
+# nodes and `baton bench` raise their own too; runs say the limit in client.open_files_limit).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# The target of mode $1: BENCH_TARGET, else all nodes for the crowds, the leader otherwise.
+target_for() {
+  if [[ -n "$TARGET" ]]; then echo "$TARGET"
+  elif [[ $1 == watch || $1 == connect ]]; then echo all
+  else echo leader
+  fi
+}
 
 for tool in curl python3; do
   command -v "$tool" >/dev/null || { echo "bench.sh needs $tool" >&2; exit 2; }
@@ -90,8 +106,9 @@ for mode in $MODES; do
     start_run "$mode-$conns"
     echo "== $mode, $conns connections, $DURATION after $WARMUP warmup (fresh cluster, pids ${PID[*]})" >&2
     if timeout "$RUN_TIMEOUT" "$BIN" bench --config "$CONFIG" --mode "$mode" --conns "$conns" \
-      --duration "$DURATION" --warmup "$WARMUP" --target "$TARGET" --ttl "$TTL" --json >"$raw" && [[ -s "$raw" ]]; then
-      python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("   %.0f ops/s  p50 %.2fms  p99 %.2fms  errors %d  client cpu %s%%" % (r["ops_per_sec"], r["latency_us"]["p50"]/1e3, r["latency_us"]["p99"]/1e3, r["errors_total"], r["client"]["cpu_percent"]))' "$raw" >&2
+      --duration "$DURATION" --warmup "$WARMUP" --target "$(target_for "$mode")" --ttl "$TTL" \
+      --keys "$KEYS" --rate "$RATE" --json >"$raw" && [[ -s "$raw" ]]; then
+      python3 scripts/bench_plot.py --line "$raw" >&2
       runs+=("$raw")
     else
       echo "   run failed (exit $?)" >&2
@@ -108,7 +125,7 @@ done
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 {
   printf '{"meta": {"date": "%s", "commit": "%s", "cores": %s, "duration": "%s", "warmup": "%s", "target": "%s", "failed": [' \
-    "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$commit" "$(nproc)" "$DURATION" "$WARMUP" "$TARGET"
+    "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$commit" "$(nproc)" "$DURATION" "$WARMUP" "${TARGET:-leader; all for watch, connect}"
   sep=""
   for f in "${failed[@]}"; do printf '%s"%s"' "$sep" "$f"; sep=", "; done
   printf ']},\n "runs": [\n'

@@ -2,11 +2,16 @@
 """Turn scripts/bench.sh results into a markdown table and one SVG plot per mode.
 
 usage: scripts/bench_plot.py OUT_DIR
+       scripts/bench_plot.py --line RUN.json
 
 Reads OUT_DIR/results.json (written by scripts/bench.sh: {"meta": {...}, "runs": [...]},
 each run being one `baton bench --json` object) and writes
-  OUT_DIR/results.md     mode, conns, ops/s, p50, p99, p99.9, max, errors, client CPU %
+  OUT_DIR/results.md     mode, conns, ops/s, p50, p99, p99.9, max, errors, client CPU %;
+                         for watch and connect runs a second table: delivery or storm
+                         figures, RSS and descriptors per connection on each node, and
+                         the limit that bounded the run
   OUT_DIR/<mode>.svg     p50 and p99 latency (log scale) and throughput vs connections
+With --line, prints the one-line summary of one run (what bench.sh shows as it goes).
 
 Standard library only; the SVG is written by hand so the script runs anywhere python3 does.
 """
@@ -76,12 +81,80 @@ def markdown(meta, runs):
         if errors:
             codes = ", ".join(f"{k} {v}" for k, v in sorted(r["errors"].items()))
             notes.append(f"- {r['mode']} × {r['conns']}: {codes}")
+    crowd = [r for r in runs if r.get("watch") or r.get("connect")]
+    if crowd:
+        lines += [
+            "",
+            "Crowds (watch: event delivery after the write's acknowledgement; connect: time"
+            " from the storm's start until each client was served), with RSS and descriptors"
+            " per connection on each node (n1/n2/n3, with the connections open):",
+            "",
+            "| mode | conns | result | p50 | p99 | max | watch: p99 from send | RSS KiB/conn | fds/conn | bounded by |",
+            "| --- | ---: | --- | ---: | ---: | ---: | ---: | --- | --- | --- |",
+        ]
+        for r in crowd:
+            lines.append(crowd_row(r))
     failed = meta.get("failed") or []
     if failed:
         notes.append("- runs that produced no result: " + ", ".join(failed))
     if notes:
         lines += ["", "Errors:", ""] + notes
     return "\n".join(lines) + "\n"
+
+
+def per_node(r, key, scale=1.0, digits=1):
+    vals = []
+    for n in r.get("nodes", []):
+        v = n.get(key)
+        vals.append("?" if v is None else f"{v / scale:.{digits}f}")
+    return "/".join(vals) or "?"
+
+
+def crowd_result(r):
+    """What a watch or connect run achieved, and the latency summary it is judged by."""
+    w, c = r.get("watch"), r.get("connect")
+    if w:
+        text = (
+            f"{w['streams_open']}/{w['streams']} streams, {w['delivered']}/{w['expected']} "
+            f"deliveries, lost {w['lost']}, dup {w['duplicated']}"
+        )
+        return text, w["latency_after_ack_us"]
+    served = c.get("all_served_ms")
+    text = f"{c['served']}/{c['clients']} served" + (f" in {served:.0f} ms" if served else "")
+    return text, c["served_us"]
+
+
+def crowd_row(r):
+    text, lat = crowd_result(r)
+    bounds = "; ".join(r.get("bounded_by") or []) or "—"
+    w = r.get("watch")
+    from_send = fmt_ms(w["latency_from_send_us"]["p99"]) if w else "—"
+    return (
+        f"| {r['mode']} | {r['conns']} | {text} | {fmt_ms(lat['p50'])} | {fmt_ms(lat['p99'])} | "
+        f"{fmt_ms(lat['max'])} | {from_send} | {per_node(r, 'rss_per_conn_bytes', 1024.0)} | "
+        f"{per_node(r, 'fds_per_conn', 1.0, 2)} | {bounds} |"
+    )
+
+
+def line(r):
+    """The one-line summary of a run."""
+    if r.get("watch") or r.get("connect"):
+        text, lat = crowd_result(r)
+        w = r.get("watch")
+        if w:
+            text += f", {w['writes']} writes, p99 from send {fmt_ms(w['latency_from_send_us']['p99'])}ms"
+        return (
+            f"   {text}  p50 {fmt_ms(lat['p50'])}ms  p99 {fmt_ms(lat['p99'])}ms  "
+            f"max {fmt_ms(lat['max'])}ms  RSS KiB/conn {per_node(r, 'rss_per_conn_bytes', 1024.0)}  "
+            f"client cpu {r['client']['cpu_percent']}%"
+        )
+    return "   %.0f ops/s  p50 %.2fms  p99 %.2fms  errors %d  client cpu %s%%" % (
+        r["ops_per_sec"],
+        r["latency_us"]["p50"] / 1e3,
+        r["latency_us"]["p99"] / 1e3,
+        r["errors_total"],
+        r["client"]["cpu_percent"],
+    )
 
 
 def nice_step(span, ticks=5):
@@ -245,6 +318,9 @@ def plot(mode, runs, meta):
 
 
 def main(argv):
+    if len(argv) == 3 and argv[1] == "--line":
+        print(line(json.loads(Path(argv[2]).read_text())))
+        return 0
     if len(argv) != 2:
         print(__doc__.strip(), file=sys.stderr)
         return 2

@@ -74,10 +74,18 @@ impl TransportError {
     /// A short stable label for error counts: `transport:<kind>`.
     pub fn kind(&self) -> String {
         match self {
-            TransportError::Connect { source, .. } => {
-                let kind = source.kind().to_string().replace(' ', "_");
-                format!("transport:connect_{kind}")
-            }
+            // Out of descriptors or ports says which limit bounded a run; the generic
+            // kinds of these errors do not.
+            TransportError::Connect { source, .. } => match source.raw_os_error() {
+                Some(libc::EMFILE) | Some(libc::ENFILE) => {
+                    "transport:connect_out_of_descriptors".to_string()
+                }
+                Some(libc::EADDRNOTAVAIL) => "transport:connect_out_of_ports".to_string(),
+                _ => {
+                    let kind = source.kind().to_string().replace(' ', "_");
+                    format!("transport:connect_{kind}")
+                }
+            },
             TransportError::Timeout { .. } => "transport:timeout".to_string(),
             TransportError::Http { source, .. } if source.is_incomplete_message() => {
                 "transport:closed".to_string()
@@ -153,6 +161,11 @@ impl Conn {
     /// The `host:port` this connection goes to.
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// Whether the connection is made and not closed (by either side).
+    pub fn is_open(&self) -> bool {
+        self.sender.as_ref().is_some_and(|s| !s.is_closed())
     }
 
     /// How many TCP connections were made so far (1 when keep-alive held throughout).
@@ -249,6 +262,48 @@ impl Conn {
         path: &str,
         body: Option<Bytes>,
     ) -> Result<Answer, TransportError> {
+        let response = self.request(method, path, body).await?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|source| TransportError::Http {
+                addr: self.addr.clone(),
+                source,
+            })?
+            .to_bytes();
+        Ok(Answer { status, body })
+    }
+
+    /// Sends a `GET` and returns the answer with its body unread: an event stream,
+    /// read by the caller for as long as it likes. Only the head is bounded by
+    /// [`REQUEST_TIMEOUT`]. The connection carries nothing else while the body is open.
+    pub async fn open_stream(
+        &mut self,
+        path: &str,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, TransportError> {
+        let result =
+            tokio::time::timeout(REQUEST_TIMEOUT, self.request(Method::GET, path, None)).await;
+        let result = result.unwrap_or_else(|_| {
+            Err(TransportError::Timeout {
+                addr: self.addr.clone(),
+                timeout: REQUEST_TIMEOUT,
+            })
+        });
+        if result.is_err() {
+            self.sender = None;
+        }
+        result
+    }
+
+    /// Sends one request (connecting first if needed) and returns the answer's head.
+    async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, TransportError> {
         self.connect().await?;
         let http_err = |addr: &str| {
             let addr = addr.to_string();
@@ -272,18 +327,10 @@ impl Conn {
             .as_mut()
             .ok_or_else(|| TransportError::Request(self.addr.clone()))?;
         sender.ready().await.map_err(http_err(&self.addr))?;
-        let response = sender
+        sender
             .send_request(request)
             .await
-            .map_err(http_err(&self.addr))?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(http_err(&self.addr))?
-            .to_bytes();
-        Ok(Answer { status, body })
+            .map_err(http_err(&self.addr))
     }
 }
 

@@ -174,7 +174,7 @@ impl Worker {
             Mode::Contended => format!("bench-{run}-contended"),
             Mode::Queue => format!("bench-{run}-queue"),
             Mode::Read => read_key(&run),
-            Mode::Uncontended => String::new(),
+            Mode::Uncontended | Mode::Watch | Mode::Connect => String::new(),
         };
         let acquire_path = format!("/v1/locks/{key}/acquire");
         let release_path = format!("/v1/locks/{key}/release");
@@ -214,6 +214,8 @@ impl Worker {
                     self.call(Op::Read, Method::GET, &read_path, None, None)
                         .await;
                 }
+                // Not closed loops: the runner gives these no workers (`bench::crowd`).
+                Mode::Watch | Mode::Connect => break,
             }
         }
         self.recorder.reconnects = self.conn.connects().saturating_sub(1);

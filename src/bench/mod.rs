@@ -8,6 +8,11 @@
 //!
 //! Modes ([`Mode`]) exercise the write path (uncontended, cycle, contended), the queue
 //! (queue) and the linearizable read path (read); targets ([`Target`]) show the cost of forwarding.
+//! Two modes are not closed loops but crowds: `watch` holds N event streams
+//! open while one writer changes their keys ([`watch`]), and `connect` releases N
+//! clients at once ([`connect`]). Every mode samples the nodes' RSS and descriptors
+//! before and after it opens its connections ([`procs`]), raises its own open-files limit
+//! and names the limit that bounded it ([`limits`]).
 //! The benchmark only ever talks to the endpoints it is given (loopback in
 //! `scripts/bench.sh`), and every run is bounded by `--warmup + --duration` plus at
 //! most one request timeout.
@@ -16,12 +21,17 @@
 //! changes during a run, or retry: each request is measured exactly once as it ended.
 
 pub mod conn;
+pub mod connect;
 pub mod cpu;
+mod crowd;
+pub mod limits;
 pub mod load;
+pub mod procs;
 pub mod report;
 pub mod run;
 pub mod stats;
 pub mod topology;
+pub mod watch;
 
 use serde::Serialize;
 
@@ -43,6 +53,12 @@ pub enum Mode {
     /// Every connection waits in one key's FIFO queue and releases at once when
     /// granted: the handoff rate, and each waiter's time in the queue.
     Queue,
+    /// Every connection is an event stream of one of `--keys` keys while one writer
+    /// changes them `--rate` times a second: delivery latency, losses, memory per stream.
+    Watch,
+    /// Every connection is a client of a reconnect storm: all connect at once and send
+    /// one read; time until all are served, failures, memory per idle connection.
+    Connect,
 }
 
 impl Mode {
@@ -54,6 +70,8 @@ impl Mode {
             Mode::Contended => "contended",
             Mode::Read => "read",
             Mode::Queue => "queue",
+            Mode::Watch => "watch",
+            Mode::Connect => "connect",
         }
     }
 }

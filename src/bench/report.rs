@@ -8,7 +8,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::connect::ConnectTotals;
+use super::procs::NodeUsage;
 use super::stats::Totals;
+use super::watch::WatchTotals;
 use super::{Mode, Target};
 use crate::NodeId;
 
@@ -33,6 +36,45 @@ pub struct Report {
     #[serde(flatten)]
     pub totals: Totals,
     pub client: ClientUsage,
+    /// Each endpoint's server process (when it runs on this machine): RSS and
+    /// descriptors before, with the connections open, and at the end.
+    pub nodes: Vec<NodeUsage>,
+    /// `--mode watch` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch: Option<WatchReport>,
+    /// `--mode connect` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect: Option<ConnectReport>,
+    /// The limits that refusals and failures of this run point at (empty: none).
+    pub bounded_by: Vec<String>,
+}
+
+/// The event streams of a `watch` run. The writer's requests are the report's
+/// `requests`, `latency_us` and `errors`.
+#[derive(Clone, Debug, Serialize)]
+pub struct WatchReport {
+    /// Streams asked for (`--conns`).
+    pub streams: usize,
+    /// Streams that opened.
+    pub streams_open: usize,
+    /// Streams refused, by problem code or transport kind.
+    pub streams_refused: BTreeMap<String, u64>,
+    pub keys: usize,
+    /// Writes a second asked for (`--rate`).
+    pub rate: u32,
+    /// Time to open every stream, seconds.
+    pub open_s: f64,
+    /// Deliveries, losses, duplicates and latencies.
+    #[serde(flatten)]
+    pub totals: WatchTotals,
+}
+
+/// The reconnect storm of a `connect` run. Each client's request is one `read` in the
+/// report's `requests` and `errors`; its latency there counts from the storm's start.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConnectReport {
+    #[serde(flatten)]
+    pub totals: ConnectTotals,
 }
 
 /// The benchmark process's own resource use over the measured window.
@@ -46,4 +88,6 @@ pub struct ClientUsage {
     /// Cores this process may run on; `cpu_percent` near `100 * cores` means the
     /// client was the bottleneck.
     pub cores: usize,
+    /// This process's open-files limit after raising it to the hard limit.
+    pub open_files_limit: Option<u64>,
 }

@@ -20,9 +20,11 @@ use tokio::time::Instant;
 
 use super::conn::{Conn, Dial};
 use super::cpu::{percent_of_one_core, process_cpu_time};
+use super::limits::{bounded_by, check_client_descriptors, raise_client_limit};
 use super::load::{acquire_body, classify, read_key, release_body, token_of, Live, Plan, Worker};
+use super::procs::{self, NodeUsage};
 use super::report::{ClientUsage, Report};
-use super::stats::{Outcome, Recorder};
+use super::stats::{Outcome, Recorder, Totals};
 use super::topology;
 use super::{BenchError, Mode, Target};
 
@@ -53,6 +55,10 @@ pub struct Settings {
     pub api_key: Option<String>,
     /// CA certificates (PEM) trusted for `https://` endpoints; else the system's roots.
     pub ca_file: Option<std::path::PathBuf>,
+    /// `watch`: keys the streams are spread over (1 ..= conns).
+    pub keys: usize,
+    /// `watch`: writes a second.
+    pub rate: u32,
 }
 
 impl Settings {
@@ -105,25 +111,125 @@ pub async fn run(
         api_key: settings.api_key.clone(),
         tls: tls_connector(&endpoints, settings.ca_file.as_deref())?,
     };
+    let client_limit = raise_client_limit();
+    check_client_descriptors(settings.conns, client_limit)?;
     let topology = topology::discover(&endpoints, &dial, topology::LEADER_WAIT).await?;
     let targets = topology.targets(settings.target)?;
     let run_id = random_run_id();
+    let ctx = Ctx {
+        settings,
+        ttl_ms,
+        dial,
+        targets,
+        run_id,
+        topology,
+        client_limit,
+    };
+    match settings.mode {
+        Mode::Watch => return super::crowd::watch(&ctx).await,
+        Mode::Connect => return super::crowd::connect(&ctx).await,
+        _ => {}
+    }
+    closed_loop(&ctx, on_tick).await
+}
+
+/// What a run found out before it started: the settings, resolved.
+pub(super) struct Ctx<'a> {
+    pub settings: &'a Settings,
+    pub ttl_ms: u64,
+    pub dial: Dial,
+    pub topology: topology::Topology,
+    /// The addresses connections are spread over.
+    pub targets: Vec<String>,
+    pub run_id: String,
+    /// This process's open-files limit.
+    pub client_limit: Option<u64>,
+}
+
+impl Ctx<'_> {
+    /// The server processes of the endpoints and targets, each with the connections
+    /// `per_target` sends it, sampled now.
+    pub fn sample_nodes(&self, per_target: &BTreeMap<String, usize>) -> Vec<NodeUsage> {
+        let mut apis = self.topology.endpoints.clone();
+        for t in &self.targets {
+            if !apis.contains(t) {
+                apis.push(t.clone());
+            }
+        }
+        procs::start_all(&apis, per_target)
+    }
+
+    /// The report of a finished run.
+    pub fn report(
+        &self,
+        connections: BTreeMap<String, usize>,
+        totals: Totals,
+        client: ClientUsage,
+        nodes: Vec<NodeUsage>,
+    ) -> Report {
+        let s = self.settings;
+        Report {
+            mode: s.mode,
+            target: s.target,
+            conns: s.conns,
+            duration_s: s.duration.as_secs_f64(),
+            warmup_s: s.warmup.as_secs_f64(),
+            ttl_ms: self.ttl_ms,
+            run_id: self.run_id.clone(),
+            leader_id: self.topology.leader_id,
+            connections,
+            bounded_by: bounded_by(&totals.errors, self.client_limit),
+            totals,
+            client,
+            nodes,
+            watch: None,
+            connect: None,
+        }
+    }
+
+    /// The client's CPU use between two samples.
+    pub fn client_usage(
+        &self,
+        cpu_before: Option<Duration>,
+        cpu_after: Option<Duration>,
+        wall: Duration,
+    ) -> ClientUsage {
+        let cpu = cpu_before.zip(cpu_after).map(|(b, a)| a.saturating_sub(b));
+        ClientUsage {
+            cpu_seconds: cpu.map(|c| c.as_secs_f64()),
+            wall_seconds: (wall.as_secs_f64() * 1_000.0).round() / 1_000.0,
+            cpu_percent: cpu.map(|c| percent_of_one_core(c, wall)),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            open_files_limit: self.client_limit,
+        }
+    }
+}
+
+/// The closed-loop modes: every connection sends one request at a time.
+async fn closed_loop(
+    ctx: &Ctx<'_>,
+    on_tick: impl FnMut(&Tick) + Send + 'static,
+) -> Result<Report, BenchError> {
+    let (settings, ttl_ms, dial) = (ctx.settings, ctx.ttl_ms, &ctx.dial);
+    let (topology, targets, run_id) = (&ctx.topology, &ctx.targets, &ctx.run_id);
 
     let read_lock = if settings.mode == Mode::Read {
         let lease = settings.warmup + settings.duration + READ_KEY_SLACK;
         let lease_ms = u64::try_from(lease.as_millis())
             .unwrap_or(u64::MAX)
             .max(ttl_ms);
-        Some(prepare_read_key(&topology.leader_api, &dial, &run_id, lease_ms).await?)
+        Some(prepare_read_key(&topology.leader_api, dial, run_id, lease_ms).await?)
     } else {
         None
     };
 
-    let mut conns = open_connections(&targets, &dial, settings.conns).await?;
+    let mut nodes = ctx.sample_nodes(&super::connect::spread(targets, settings.conns));
+    let mut conns = open_connections(targets, dial, settings.conns).await?;
     let mut connections = BTreeMap::new();
     for c in &conns {
         *connections.entry(c.addr().to_string()).or_insert(0) += 1;
     }
+    nodes.iter_mut().for_each(NodeUsage::opened);
 
     let start = Instant::now();
     let measure_from = start + settings.warmup;
@@ -146,6 +252,8 @@ pub async fn run(
     let (cpu_before, wall_before) = (process_cpu_time(), Instant::now());
     tokio::time::sleep_until(plan.end).await;
     let (cpu_after, wall) = (process_cpu_time(), wall_before.elapsed());
+    // Still open, and in queue mode still queued.
+    nodes.iter_mut().for_each(NodeUsage::ended);
 
     let mut merged = Recorder::default();
     for w in workers {
@@ -161,25 +269,13 @@ pub async fn run(
             .await;
     }
 
-    let cpu = cpu_before.zip(cpu_after).map(|(b, a)| a.saturating_sub(b));
-    Ok(Report {
-        mode: settings.mode,
-        target: settings.target,
-        conns: settings.conns,
-        duration_s: settings.duration.as_secs_f64(),
-        warmup_s: settings.warmup.as_secs_f64(),
-        ttl_ms,
-        run_id,
-        leader_id: topology.leader_id,
+    let client = ctx.client_usage(cpu_before, cpu_after, wall);
+    Ok(ctx.report(
         connections,
-        totals: merged.summarize(settings.duration),
-        client: ClientUsage {
-            cpu_seconds: cpu.map(|c| c.as_secs_f64()),
-            wall_seconds: (wall.as_secs_f64() * 1_000.0).round() / 1_000.0,
-            cpu_percent: cpu.map(|c| percent_of_one_core(c, wall)),
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        },
-    })
+        merged.summarize(settings.duration),
+        client,
+        nodes,
+    ))
 }
 
 fn random_run_id() -> String {
@@ -189,7 +285,7 @@ fn random_run_id() -> String {
 
 /// Acquires the key every `read` worker reads; returns the connection, key and token
 /// needed to release it afterwards.
-async fn prepare_read_key(
+pub(super) async fn prepare_read_key(
     leader: &str,
     dial: &Dial,
     run_id: &str,
@@ -311,6 +407,8 @@ mod tests {
             ttl: Duration::from_secs(30),
             api_key: None,
             ca_file: None,
+            keys: 1,
+            rate: 20,
         }
     }
 

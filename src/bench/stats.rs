@@ -61,7 +61,8 @@ pub enum Outcome {
     Error(String),
 }
 
-fn new_histogram() -> Histogram<u64> {
+/// An empty latency histogram (µs, 1 to [`MAX_LATENCY_US`], 3 significant digits).
+pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, SIGNIFICANT_DIGITS)
         .expect("constant bounds 1..MAX_LATENCY_US with 3 digits are valid")
 }
@@ -175,7 +176,8 @@ pub struct LatencySummary {
 }
 
 impl LatencySummary {
-    fn of(h: &Histogram<u64>) -> LatencySummary {
+    /// The percentiles of `h` (all zero when it is empty).
+    pub fn of(h: &Histogram<u64>) -> LatencySummary {
         if h.is_empty() {
             return LatencySummary::default();
         }

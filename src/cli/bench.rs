@@ -4,7 +4,8 @@
 //! The logic lives in [`crate::bench`]; this file holds the flags, the live progress
 //! line (stderr, only when it is a terminal) and the human-readable report. `--json`
 //! prints the [`Report`] as one JSON object on stdout instead. Exit code 0 when at
-//! least one operation succeeded, 1 otherwise (including when no endpoint answers).
+//! least one operation succeeded (and, in `watch` mode, no event was lost or
+//! duplicated), 1 otherwise (including when no endpoint answers).
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -15,11 +16,15 @@ use anyhow::Context;
 use clap::Args;
 
 use super::duration::{format_duration, parse_duration};
+use crate::bench::procs::NodeUsage;
+use crate::bench::report::{ConnectReport, WatchReport};
 use crate::bench::stats::{LatencySummary, OpSummary};
 use crate::bench::{Mode, Report, Settings, Target, Tick};
 
-/// Most connections one bench process opens (file descriptors, ports).
-const MAX_CONNS: u32 = 10_000;
+/// Most connections one bench process opens: ephemeral ports to one node run out
+/// near 28,000 (Linux's default `ip_local_port_range`). The open-files limit is checked
+/// at run time (`bench::limits`).
+const MAX_CONNS: u32 = 100_000;
 /// Microseconds per millisecond, for printing latencies.
 const US_PER_MS: f64 = 1_000.0;
 /// Erases the current terminal line (carriage return + ANSI "erase line").
@@ -61,6 +66,13 @@ pub struct BenchArgs {
     /// PEM file of the CA that signed the nodes' certificates (`https://` endpoints).
     #[arg(long, env = "BATON_CA_FILE", value_name = "PEM")]
     pub ca_file: Option<std::path::PathBuf>,
+    /// `--mode watch`: keys the streams are spread over (at most --conns).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_CONNS)))]
+    pub keys: u32,
+    /// `--mode watch`: writes a second (each changes one key: one event on each of its
+    /// streams).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub rate: u32,
 }
 
 /// Runs `baton bench`; returns the process exit code.
@@ -86,6 +98,8 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         ttl: args.ttl,
         api_key: args.api_key,
         ca_file: args.ca_file,
+        keys: usize::try_from(args.keys).context("--keys does not fit in usize")?,
+        rate: args.rate,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -111,6 +125,17 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         eprintln!(
             "error: no request succeeded ({} errors)",
             report.totals.errors_total
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    if let Some(w) = report
+        .watch
+        .as_ref()
+        .filter(|w| w.totals.lost + w.totals.duplicated > 0)
+    {
+        eprintln!(
+            "error: {} events lost and {} duplicated",
+            w.totals.lost, w.totals.duplicated
         );
         return Ok(ExitCode::FAILURE);
     }
@@ -212,6 +237,18 @@ fn human(r: &Report) -> String {
     if t.reconnects > 0 {
         out += &format!("  {:<11} {}\n", "reconnects", t.reconnects);
     }
+    if let Some(w) = &r.watch {
+        out += &watch_lines(w);
+    }
+    if let Some(c) = &r.connect {
+        out += &connect_lines(c);
+    }
+    for n in &r.nodes {
+        out += &node_line(n);
+    }
+    for b in &r.bounded_by {
+        out += &format!("  {:<11} {b}\n", "bounded by");
+    }
     let c = &r.client;
     out += &match (c.cpu_percent, c.cpu_seconds) {
         (Some(pct), Some(cpu)) => format!(
@@ -220,7 +257,87 @@ fn human(r: &Report) -> String {
         ),
         _ => format!("  {:<11} unknown (no /proc/self/stat)\n", "client cpu"),
     };
+    if let Some(limit) = c.open_files_limit {
+        out += &format!("  {:<11} {limit} open files\n", "client limit");
+    }
     out
+}
+
+/// The streams of a watch run.
+fn watch_lines(w: &WatchReport) -> String {
+    let t = &w.totals;
+    let mut out = format!(
+        "  {:<11} {} of {} open on {} keys in {:.2}s (refused: {})\n",
+        "streams",
+        w.streams_open,
+        w.streams,
+        w.keys,
+        w.open_s,
+        counts(&w.streams_refused)
+    );
+    out += &format!(
+        "  {:<11} {} writes at {}/s: {} of {} deliveries, lost {}, duplicated {}, unmatched {}, resets {}, closed early {}\n",
+        "events", t.writes, w.rate, t.delivered, t.expected, t.lost, t.duplicated, t.unmatched, t.resets, t.closed_early
+    );
+    out += &format!(
+        "  {:<11} {}\n",
+        "from send",
+        latency_line(&t.latency_from_send_us)
+    );
+    out += &format!(
+        "  {:<11} {}  ({} before the ack)\n",
+        "after ack",
+        latency_line(&t.latency_after_ack_us),
+        t.before_ack
+    );
+    out
+}
+
+/// The storm of a connect run.
+fn connect_lines(c: &ConnectReport) -> String {
+    let t = &c.totals;
+    let all = t
+        .all_served_ms
+        .map_or("not all".to_string(), |ms| format!("all in {ms:.1}ms"));
+    let mut out = format!(
+        "  {:<11} {} of {} clients served ({all}), {} failed; {} connections open at the sample\n",
+        "storm", t.served, t.clients, t.failed, t.open_at_sample
+    );
+    out += &format!("  {:<11} {}\n", "connected", latency_line(&t.connected_us));
+    out += &format!("  {:<11} {}\n", "served", latency_line(&t.served_us));
+    out
+}
+
+/// One node's RSS and descriptors.
+fn node_line(n: &NodeUsage) -> String {
+    let (Some(pid), Some(b)) = (n.pid, n.before) else {
+        return format!(
+            "  {:<11} {}: process not found on this machine\n",
+            "node", n.api
+        );
+    };
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let mut out = format!(
+        "  {:<11} {} (pid {pid}, {} conns): rss {:.1} MiB, {} fds before",
+        "node",
+        n.api,
+        n.conns,
+        mib(b.rss_kib),
+        b.fds
+    );
+    if let Some(o) = n.opened {
+        out += &format!("; {:.1} MiB, {} fds open", mib(o.rss_kib), o.fds);
+    }
+    if let Some(e) = n.end {
+        out += &format!("; {:.1} MiB at the end", mib(e.rss_kib));
+    }
+    if let Some(per) = n.rss_per_conn_bytes {
+        out += &format!("; {:.1} KiB/conn open", per as f64 / 1024.0);
+    }
+    if let Some(per) = n.rss_per_conn_end_bytes {
+        out += &format!(", {:.1} KiB/conn at the end", per as f64 / 1024.0);
+    }
+    out + "\n"
 }
 
 #[cfg(test)]
@@ -338,7 +455,12 @@ mod tests {
                 wall_seconds: 2.0,
                 cpu_percent: Some(25.0),
                 cores: 2,
+                open_files_limit: Some(20_000),
             },
+            nodes: vec![],
+            watch: None,
+            connect: None,
+            bounded_by: vec![],
         }
     }
 
@@ -398,6 +520,101 @@ mod tests {
         assert_eq!(v["by_op"]["acquire"]["ops"], 2);
         assert_eq!(v["errors"]["NO_LEADER"], 1);
         assert_eq!(v["client"]["cpu_percent"], 25.0);
+    }
+
+    #[test]
+    fn crowd_flags_parse_and_are_bounded() {
+        let a = parse(&[
+            "--mode", "watch", "--conns", "5000", "--keys", "10", "--rate", "50",
+        ])
+        .unwrap();
+        assert_eq!(
+            (a.mode, a.conns, a.keys, a.rate),
+            (Mode::Watch, 5_000, 10, 50)
+        );
+        let a = parse(&["--mode", "connect"]).unwrap();
+        assert_eq!((a.mode, a.keys, a.rate), (Mode::Connect, 1, 20));
+        for args in [
+            &["--keys", "0"][..],
+            &["--rate", "0"],
+            &["--conns", "100001"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn crowd_reports_show_streams_storm_nodes_and_bounds() {
+        use crate::bench::connect::ConnectTotals;
+        use crate::bench::procs::ProcSample;
+        use crate::bench::watch::WatchTotals;
+        let mut r = report();
+        r.watch = Some(WatchReport {
+            streams: 10,
+            streams_open: 9,
+            streams_refused: [("TOO_MANY_STREAMS".to_string(), 1)].into_iter().collect(),
+            keys: 2,
+            rate: 20,
+            open_s: 0.25,
+            totals: WatchTotals {
+                writes: 4,
+                expected: 18,
+                delivered: 18,
+                before_ack: 3,
+                ..WatchTotals::default()
+            },
+        });
+        r.connect = Some(ConnectReport {
+            totals: ConnectTotals {
+                clients: 3,
+                served: 3,
+                all_served_ms: Some(12.5),
+                open_at_sample: 3,
+                ..ConnectTotals::default()
+            },
+        });
+        r.nodes = vec![NodeUsage {
+            api: "127.0.0.1:7001".into(),
+            pid: Some(42),
+            conns: 5,
+            before: Some(ProcSample {
+                rss_kib: 10_240,
+                fds: 30,
+            }),
+            opened: Some(ProcSample {
+                rss_kib: 10_340,
+                fds: 35,
+            }),
+            rss_per_conn_bytes: Some(20_480),
+            ..NodeUsage::default()
+        }];
+        r.bounded_by = vec!["api.max_event_streams of a node (503 TOO_MANY_STREAMS): 1".into()];
+        let text = human(&r);
+        for want in [
+            "9 of 10 open on 2 keys in 0.25s (refused: TOO_MANY_STREAMS 1)",
+            "4 writes at 20/s: 18 of 18 deliveries, lost 0, duplicated 0",
+            "(3 before the ack)",
+            "3 of 3 clients served (all in 12.5ms), 0 failed",
+            "127.0.0.1:7001 (pid 42, 5 conns): rss 10.0 MiB, 30 fds before; 10.1 MiB, 35 fds open",
+            "20.0 KiB/conn open",
+            "bounded by  api.max_event_streams",
+            "client limit 20000 open files",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        let v = serde_json::to_value(&r).unwrap();
+        for key in [
+            "streams_open",
+            "lost",
+            "duplicated",
+            "latency_after_ack_us",
+            "latency_from_send_us",
+        ] {
+            assert!(v["watch"].get(key).is_some(), "missing watch.{key} in {v}");
+        }
+        assert_eq!(v["connect"]["all_served_ms"], 12.5);
+        assert_eq!(v["nodes"][0]["rss_per_conn_bytes"], 20_480);
+        assert_eq!(v["client"]["open_files_limit"], 20_000);
     }
 
     #[test]
