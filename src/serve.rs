@@ -427,6 +427,40 @@ impl AcceptErrorLog {
     }
 }
 
+/// Connections the kernel queues for a listener before they are accepted (Linux caps it
+/// at `net.core.somaxconn`, 4096 by default). tokio's `TcpListener::bind` asks for 1024:
+/// a reconnect storm of 5,000 clients over three nodes (`baton bench --mode connect`)
+/// overflowed it, and every dropped SYN cost its client a 1 s retransmission.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener on `addr` (`host:port`; the first of its addresses that binds) with
+/// [`LISTEN_BACKLOG`] and `SO_REUSEADDR`, as `TcpListener::bind` does with its smaller
+/// backlog.
+pub async fn bind_listener(addr: &str) -> io::Result<TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        let bound = socket
+            .set_reuseaddr(true)
+            .and_then(|()| socket.bind(a))
+            .and_then(|()| socket.listen(LISTEN_BACKLOG));
+        match bound {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{addr} resolves to no address"),
+        )
+    }))
+}
+
 /// Descriptors the process keeps for everything but client connections: RocksDB's open
 /// files (`raft::store::MAX_OPEN_FILES`), its WAL and logs, snapshots being built or
 /// received, peer connections, the relay's pool to the leader.

@@ -11,13 +11,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use tokio::net::TcpListener;
 
 use super::exposure;
 use crate::compat::tracker::grpc::GRPC_MAX_CONNECTIONS;
 use crate::config::Config;
 use crate::node::{Node, StartError};
-use crate::serve::{fit_connection_caps, raise_open_files_limit, ServeLimits};
+use crate::serve::{bind_listener, fit_connection_caps, raise_open_files_limit, ServeLimits};
 use crate::server::{self, Stopped};
 use crate::telemetry::LogFormat;
 use crate::tls::ServerTls;
@@ -124,15 +123,15 @@ async fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
     }
     let limits = listener_limits(&config, me.grpc.is_some())?;
     let tls = ServerTls::load(&config, args.node)?;
-    let api_listener = TcpListener::bind(&me.api)
+    let api_listener = bind_listener(&me.api)
         .await
         .with_context(|| format!("cannot listen on api address {}", me.api))?;
-    let raft_listener = TcpListener::bind(&me.raft)
+    let raft_listener = bind_listener(&me.raft)
         .await
         .with_context(|| format!("cannot listen on raft address {}", me.raft))?;
     let grpc_listener = match &me.grpc {
         Some(addr) => Some(
-            TcpListener::bind(addr)
+            bind_listener(addr)
                 .await
                 .with_context(|| format!("cannot listen on grpc address {addr}"))?,
         ),

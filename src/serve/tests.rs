@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 
 use super::*;
@@ -53,7 +53,7 @@ async fn start_with(limits: ServeLimits, tls: Option<Arc<rustls::ServerConfig>>)
                 post(|body: axum::body::Bytes| async move { body.len().to_string() }),
             )
     };
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = bind_listener("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop_tx, stop_rx) = oneshot::channel();
     let done = tokio::spawn(serve(listener, router, limits, tls, async {
@@ -412,4 +412,17 @@ async fn a_failed_handshake_closes_only_its_own_connection() {
     assert!(other.connect(name, tcp).await.is_err());
     let mut stream = connect_tls(&connector, server.addr).await;
     assert_eq!(exchange(&mut stream, &get_request("/fast")).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_listener_binds_with_the_large_backlog_or_says_why_not() {
+    let first = bind_listener("127.0.0.1:0").await.expect("bind");
+    let addr = first.local_addr().expect("addr").to_string();
+    let err = bind_listener(&addr).await.expect_err("the port is taken");
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+    assert!(bind_listener("not-an-address").await.is_err());
+    // It accepts like any listener.
+    let client = tokio::net::TcpStream::connect(&addr);
+    let (accepted, connected) = tokio::join!(first.accept(), client);
+    assert!(accepted.is_ok() && connected.is_ok());
 }
