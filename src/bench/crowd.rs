@@ -155,8 +155,17 @@ pub async fn connect(ctx: &Ctx<'_>) -> Result<Report, BenchError> {
     let path = format!("/v1/locks/{key}");
     let (conns, arrivals) = c::storm(&ctx.targets, &ctx.dial, s.conns, &path).await?;
     let (cpu_after, wall) = (process_cpu_time(), wall_start.elapsed());
-    let open_at_sample = conns.iter().filter(|c| c.is_open()).count();
-    nodes.iter_mut().for_each(NodeUsage::opened);
+    // Per connection means per connection still open: a node closes idle ones at its
+    // header read timeout, and evicts them at api.max_connections.
+    let mut open: BTreeMap<&str, usize> = BTreeMap::new();
+    for c in conns.iter().filter(|c| c.is_open()) {
+        *open.entry(c.addr()).or_insert(0) += 1;
+    }
+    let open_at_sample = open.values().sum();
+    for n in &mut nodes {
+        n.conns = open.get(n.api.as_str()).copied().unwrap_or(0);
+        n.opened();
+    }
     drop(conns);
     let _ = holder
         .send(

@@ -113,7 +113,8 @@ pub struct NodeUsage {
     pub api: String,
     /// Its process, when found on this machine.
     pub pid: Option<u32>,
-    /// Benchmark connections (streams, waiters, clients) to this node.
+    /// Benchmark connections (streams, waiters, clients) to this node; in `connect`
+    /// mode those still open at the sample.
     pub conns: usize,
     pub before: Option<ProcSample>,
     /// Right after every connection was open (and, for streams, subscribed).
