@@ -333,6 +333,7 @@ pub fn check_lock_delay(ops: &[Op]) -> Vec<Violation> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chaos::history::ClientKind;
 
     fn op(kind: OpKind, key: &str, owner: &str, token: u64, t: (u64, u64), outcome: Outcome) -> Op {
         Op::new(kind, key, owner, Some(token), t.0, t.1, outcome)
@@ -480,6 +481,39 @@ mod tests {
         // The negative control: a resource that ignores tokens.
         let h = vec![write("k", "b", 7, 1, true), write("k", "a", 3, 2, true)];
         assert_eq!(rules(&check_resource(&h)), vec!["stale_token_accepted"]);
+    }
+
+    #[test]
+    fn a_late_client_holders_stale_write_is_caught_in_the_resources_order() {
+        // A `baton lock` child stamps its writes on its own clock; the resource records
+        // them in its own order (`seq`). A child whose supervisor missed the deadline sends
+        // at 100 ms with token 3, but its write reaches the resource after a LockGuard
+        // holder's with token 7 (sent at 150 ms): by send time it looks fine, by the
+        // resource's order it is stale, and the resource accepted it.
+        let client = |mut o: Op, c| {
+            o.client = Some(c);
+            o
+        };
+        let late = Op {
+            invoke_ms: 100,
+            complete_ms: 160,
+            ..client(write("k", "cmd-0#4", 3, 2, true), ClientKind::BatonLock)
+        };
+        let newer = Op {
+            invoke_ms: 150,
+            complete_ms: 152,
+            ..client(write("k", "guard-1#9", 7, 1, true), ClientKind::LockGuard)
+        };
+        let h = vec![late.clone(), newer.clone()];
+        let v = check_resource(&h);
+        assert_eq!(rules(&v), vec!["stale_token_accepted"]);
+        assert_eq!(v[0].ops, vec![1, 0]);
+        // Refused, it is what fencing is for.
+        let refused = Op {
+            outcome: Outcome::Fail,
+            ..late
+        };
+        assert!(check_resource(&[refused, newer]).is_empty());
     }
 
     #[test]

@@ -98,6 +98,31 @@ pub struct Op {
     /// The `detail` of a problem answer (why a node refused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// A resource write by a holder whose client promises to stop it at the lock's
+    /// client-side safe deadline (see [`super::deadlines`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<ClientKind>,
+}
+
+/// The client that supervised a holder's resource writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientKind {
+    /// In-process work under the Rust client's `LockGuard`, which writes only while the
+    /// guard is not lost and before its `safe_until`.
+    LockGuard,
+    /// The child of `baton lock -- CMD`, which `baton lock` stops (SIGTERM, then SIGKILL)
+    /// before the safe deadline.
+    BatonLock,
+}
+
+impl ClientKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientKind::LockGuard => "lock_guard",
+            ClientKind::BatonLock => "baton_lock",
+        }
+    }
 }
 
 /// A lock holder as a read or a refusal reported it.
@@ -145,6 +170,7 @@ impl Op {
             reason: None,
             was_queued: None,
             detail: None,
+            client: None,
         }
     }
 }

@@ -8,7 +8,9 @@
 //! have happened). `baton chaos check DIR` then proves from the history alone the
 //! safety properties a lock service owes its users: token order, leases and the fenced
 //! resource and lock-delay ([`check`]), leases on the client's clock and abandoned locks
-//! ([`leases`]), per-key linearizability ([`linearize`]), the event streams the
+//! ([`leases`]), holders under the Rust client and `baton lock` ([`holders`], seen
+//! through the recording [`relay`]) stopping at their client-side safe deadline
+//! ([`deadlines`]), per-key linearizability ([`linearize`]), the event streams the
 //! [`followers`] recorded ([`events`]), the queue rebuilt from those events ([`queue`];
 //! the [`waiters`] make it busy), and from the run's side files no minority-side writes,
 //! equal replicas and no panics ([`report`]).
@@ -20,12 +22,15 @@
 //! nodes.
 
 pub mod check;
+pub mod deadlines;
 pub mod events;
 pub mod followers;
 pub mod history;
+pub mod holders;
 pub mod leases;
 pub mod linearize;
 pub mod queue;
+pub mod relay;
 pub mod report;
 pub mod resource;
 pub mod waiters;

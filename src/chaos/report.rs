@@ -105,7 +105,9 @@ pub fn build(dir: &Path, ops: &[Op]) -> Result<RunReport, String> {
             let acked = ops.iter().enumerate().filter(|(_, o)| {
                 matches!(o.kind, OpKind::Acquire | OpKind::Renew | OpKind::Release)
                     && o.outcome == Outcome::Ok
-                    && o.endpoint.as_deref() == Some(api.as_str())
+                    // The workload names nodes `https://host:port`, cluster.toml `host:port`.
+                    && o.endpoint.as_deref().map(|e| crate::wire::endpoint_authority(e).0)
+                        == Some(api.as_str())
                     && o.invoke_ms >= from
                     && o.complete_ms <= until
             });
@@ -297,5 +299,51 @@ mod tests {
         assert_eq!(r.failover_ms, vec![1700]);
         assert_eq!(r.faults.get("kill_leader"), Some(&1));
         assert_eq!(r.faults.get("kill_follower"), Some(&1));
+    }
+
+    #[test]
+    fn a_write_acknowledged_by_an_isolated_node_over_tls_is_a_violation() {
+        // The workload names nodes `https://host:port` since TLS landed; cluster.toml
+        // names them `host:port`. The two never compared equal, so this check passed
+        // whatever the isolated node acknowledged.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("cluster.toml"),
+            "[[nodes]]\nid = 1\napi = \"10.77.0.1:7000\"\n\n[[nodes]]\nid = 2\napi = \"10.77.0.2:7000\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("workload.json"),
+            "{\"start_wall_ms\":1000}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("faults.jsonl"),
+            "{\"at_wall_ms\":2000,\"kind\":\"isolate_leader\",\"node\":1}\n{\"at_wall_ms\":5000,\"kind\":\"heal\",\"node\":0}\n",
+        )
+        .unwrap();
+        let write = |endpoint: &str, invoke| Op {
+            endpoint: Some(endpoint.to_string()),
+            ..Op::new(
+                OpKind::Acquire,
+                "k",
+                "a",
+                Some(9),
+                invoke,
+                invoke + 10,
+                Outcome::Ok,
+            )
+        };
+        let ops = [
+            write("https://10.77.0.1:7000", 1500),
+            write("https://10.77.0.2:7000", 1500),
+            write("https://10.77.0.1:7000", 500),
+        ];
+        let r = build(dir.path(), &ops).unwrap();
+        assert_eq!(r.minority_side_writes, 1);
+        assert_eq!(r.violations[0].rule, "minority_side_write");
+        assert_eq!(r.violations[0].ops, vec![0]);
+        let plain = [write("10.77.0.1:7000", 1500)];
+        assert_eq!(build(dir.path(), &plain).unwrap().minority_side_writes, 1);
     }
 }

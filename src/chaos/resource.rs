@@ -8,9 +8,13 @@
 //!
 //! The main workload process owns the resource and serves it over HTTP
 //! (`POST /write {"key","token"}` → `{"accepted","seq"}`), so that holders in other
-//! processes — the one the chaos script pauses with SIGSTOP — write to the same one.
-//! With `ignore_tokens` (the negative control) it accepts everything; the checker must
-//! catch that.
+//! processes — the one the chaos script pauses with SIGSTOP, the children of
+//! `baton lock` — write to the same one. A write that names its `owner` and the time the
+//! writer sent it on the run's clock (`invoke_ms`, the writer's own timestamp) is
+//! recorded in the history by the resource itself: a child that `baton lock` kills right
+//! after it sent a write could not record it, and every write that reached the resource
+//! is one the checker must see. With `ignore_tokens` (the negative control) it accepts
+//! everything; the checker must catch that.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -20,6 +24,8 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use super::history::{ClientKind, Op, OpKind, Outcome};
+use super::workload::Recorder;
 use crate::sync::LockUnpoisoned;
 
 /// Highest accepted token per key.
@@ -42,6 +48,15 @@ struct ResourceState {
 pub struct WriteRequest {
     pub key: String,
     pub token: u64,
+    /// The writer, when the resource records the write (with `invoke_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// When the writer sent it, on the run's history clock (the writer's own timestamp).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoke_ms: Option<u64>,
+    /// The client that supervises the writer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<ClientKind>,
 }
 
 /// The resource's answer to a write attempt.
@@ -73,20 +88,57 @@ impl Resource {
         }
         WriteAnswer { accepted, seq }
     }
+
+    /// Tries a write and records it in `rec` as a `resource_write` by `owner`, sent at
+    /// `invoke_ms` (the writer's clock) by a holder under `client`.
+    pub(super) fn write_recorded(
+        &self,
+        rec: &Recorder,
+        key: &str,
+        token: u64,
+        owner: &str,
+        invoke_ms: u64,
+        client: Option<ClientKind>,
+    ) -> WriteAnswer {
+        let answer = self.write(key, token);
+        let outcome = if answer.accepted {
+            Outcome::Ok
+        } else {
+            Outcome::Fail
+        };
+        let mut op = Op::new(
+            OpKind::ResourceWrite,
+            key,
+            owner,
+            Some(token),
+            invoke_ms,
+            rec.now_ms().max(invoke_ms),
+            outcome,
+        );
+        op.seq = Some(answer.seq);
+        op.client = client;
+        rec.push(op);
+        answer
+    }
 }
 
-/// The resource's HTTP face.
-pub fn router(resource: Arc<Resource>) -> Router {
+/// The resource's HTTP face; writes that carry their timestamps are recorded in `rec`.
+pub(super) fn router(resource: Arc<Resource>, rec: Recorder) -> Router {
     Router::new()
         .route("/write", post(write))
-        .with_state(resource)
+        .with_state((resource, rec))
 }
 
 async fn write(
-    State(resource): State<Arc<Resource>>,
+    State((resource, rec)): State<(Arc<Resource>, Recorder)>,
     Json(req): Json<WriteRequest>,
 ) -> Json<WriteAnswer> {
-    Json(resource.write(&req.key, req.token))
+    Json(match (&req.owner, req.invoke_ms) {
+        (Some(owner), Some(invoke_ms)) => {
+            resource.write_recorded(&rec, &req.key, req.token, owner, invoke_ms, req.client)
+        }
+        _ => resource.write(&req.key, req.token),
+    })
 }
 
 #[cfg(test)]

@@ -12,7 +12,10 @@
 //! - the **abandoner** takes `abandon-*` keys and walks away; a **watcher** polls until
 //!   it gets them, which measures how soon an abandoned lock is free;
 //! - a **probe** starts an acquire + release at about 20 Hz on one of the `probe-*`
-//!   keys, without waiting for the previous one, to measure unavailability.
+//!   keys, without waiting for the previous one, to measure unavailability;
+//! - **client holders** ([`super::holders`]) hold `client-*` keys under the Rust
+//!   client's `LockGuard` and `baton lock -- CMD`, talking through the recording
+//!   [`super::relay`].
 //!
 //! Outcomes: 200 → `ok`; 409/4xx or `NO_LEADER` or a refused connection → `fail` (it did
 //! not happen); a timeout, a dropped connection after sending, or `OUTCOME_UNKNOWN` →
@@ -32,7 +35,7 @@ use serde_json::Value;
 
 use super::history::{Holder, Op, OpKind, Outcome};
 use super::resource::{self, Resource, WriteAnswer, WriteRequest};
-use super::{followers, waiters};
+use super::{followers, holders, relay, waiters};
 use crate::sync::LockUnpoisoned;
 use crate::wire::{
     parse_rfc3339_ms, AcquireRequest, ErrorCode, Lease, LockInfo, Problem, ReleaseRequest,
@@ -80,6 +83,10 @@ pub struct Settings {
     pub waiters: usize,
     /// Follow the queue and delay keys' events from every node.
     pub follow_events: bool,
+    /// Holders under the Rust client's `LockGuard` on the `client-*` keys.
+    pub guard_holders: usize,
+    /// Holders that run `baton lock -- baton chaos append` on the same keys.
+    pub command_holders: usize,
     /// The resource ignores tokens (a control run the checker must catch).
     pub negative_control: bool,
     pub out: PathBuf,
@@ -117,25 +124,37 @@ fn cluster_client(settings: &Settings) -> Result<reqwest::ClientBuilder, String>
 #[derive(Clone)]
 pub(super) struct Recorder {
     start: Instant,
-    /// History time of `start`.
-    base_ms: u64,
+    /// History time of `start`, in microseconds: rounding to milliseconds once, when a
+    /// time is read, keeps the processes of a run within 1 ms of each other (rounding
+    /// the base too could put them 2 ms apart).
+    base_us: u64,
+    /// Wall-clock ms since the Unix epoch of history time 0.
+    epoch_ms: u64,
     ops: Arc<Mutex<Vec<Op>>>,
 }
 
 impl Recorder {
-    fn new(epoch_ms: Option<u64>) -> Recorder {
-        let wall_ms = std::time::SystemTime::now()
+    pub(super) fn new(epoch_ms: Option<u64>) -> Recorder {
+        let wall_us = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+            .map_or(0, |d| d.as_micros() as u64);
+        let epoch_ms = epoch_ms.unwrap_or(wall_us / 1_000);
         Recorder {
             start: Instant::now(),
-            base_ms: epoch_ms.map_or(0, |e| wall_ms.saturating_sub(e)),
+            base_us: wall_us.saturating_sub(epoch_ms * 1_000),
+            epoch_ms,
             ops: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
+    /// Wall-clock ms since the Unix epoch of history time 0, for the processes this one
+    /// starts.
+    pub(super) fn epoch_ms(&self) -> u64 {
+        self.epoch_ms
+    }
+
     pub(super) fn now_ms(&self) -> u64 {
-        self.base_ms + self.start.elapsed().as_millis() as u64
+        (self.base_us + self.start.elapsed().as_micros() as u64) / 1_000
     }
 
     pub(super) fn push(&self, op: Op) {
@@ -163,6 +182,111 @@ pub(super) struct Answer {
     pub(super) outcome: Outcome,
     pub(super) body: Value,
     pub(super) error: Option<String>,
+}
+
+impl Answer {
+    /// A node's answer: 200 → `ok`; 503 `OUTCOME_UNKNOWN` or a 500 → `unknown`; anything
+    /// else → `fail` (it did not happen).
+    pub(super) fn new(endpoint: String, status: u16, body: Value) -> Answer {
+        let failed = !(200..300).contains(&status);
+        // Only error answers carry a code; a problem without one has none here.
+        let code = failed
+            .then(|| Problem::deserialize(&body).ok())
+            .flatten()
+            .map(|p| p.code)
+            .filter(|c| *c != ErrorCode::Unknown);
+        let outcome = match (status, code) {
+            (200, _) => Outcome::Ok,
+            (503, Some(ErrorCode::OutcomeUnknown)) | (500, _) => Outcome::Unknown,
+            _ => Outcome::Fail,
+        };
+        let error = code.map(|c| c.as_str().to_string()).or_else(|| {
+            failed.then(|| {
+                reqwest::StatusCode::from_u16(status).map_or(status.to_string(), |s| s.to_string())
+            })
+        });
+        Answer {
+            endpoint,
+            outcome,
+            body,
+            error,
+        }
+    }
+
+    /// No answer: a refused connection did not happen (`fail`); a timeout or a dropped
+    /// connection after sending may have (`unknown`).
+    pub(super) fn lost(endpoint: String, e: &reqwest::Error) -> Answer {
+        Answer {
+            endpoint,
+            outcome: if e.is_connect() {
+                Outcome::Fail
+            } else {
+                Outcome::Unknown
+            },
+            body: Value::Null,
+            error: Some(if e.is_timeout() {
+                "timeout".into()
+            } else {
+                "transport".into()
+            }),
+        }
+    }
+
+    /// The history operation of this answer to a `kind` request by `owner` on `key`
+    /// (`token`: the one sent), invoked at `invoke_ms` and answered at `complete_ms`.
+    pub(super) fn op(
+        &self,
+        kind: OpKind,
+        key: &str,
+        owner: &str,
+        token: Option<u64>,
+        times: (u64, u64),
+    ) -> Op {
+        let a = self;
+        let ok = a.outcome == Outcome::Ok;
+        let grant = ok && matches!(kind, OpKind::Acquire | OpKind::Renew);
+        let mut op = Op::new(kind, key, owner, token, times.0, times.1, a.outcome);
+        if grant {
+            if let Ok(lease) = Lease::deserialize(&a.body) {
+                op.token = token.or(Some(lease.token));
+                op.acquired_at_ms = time_ms(&lease.acquired_at);
+                op.expires_at_ms = time_ms(&lease.expires_at);
+                op.ttl_ms = Some(lease.ttl_ms);
+            }
+        }
+        if let Ok(r) = Released::deserialize(&a.body) {
+            op.released = Some(r.released);
+            op.at_ms = time_ms(&r.timestamp);
+            op.reason = r.reason.map(|n| n.as_str().to_string());
+        }
+        if !ok {
+            op.available_at_ms = Problem::deserialize(&a.body)
+                .ok()
+                .and_then(|p| p.available_at)
+                .and_then(|t| time_ms(&t));
+        }
+        op.holder = match kind {
+            OpKind::Read if ok => LockInfo::deserialize(&a.body)
+                .ok()
+                .and_then(|l| holder(&l.owner, l.token, &l.expires_at)),
+            OpKind::Acquire if !ok => Problem::deserialize(&a.body)
+                .ok()
+                .and_then(|p| p.holder)
+                .and_then(|h| holder(&h.owner, h.token, &h.expires_at)),
+            _ => None,
+        };
+        op.error = a.error.clone();
+        // Why a node said no (e.g. a NO_LEADER's quorum account): for reading a report.
+        if !ok {
+            op.detail = Problem::deserialize(&a.body).ok().map(|p| p.detail);
+        }
+        // A read of a free key is answered 404 LOCK_NOT_FOUND: it saw the key free.
+        if kind == OpKind::Read && a.error.as_deref() == Some(ErrorCode::LockNotFound.as_str()) {
+            op.outcome = Outcome::Ok;
+        }
+        op.endpoint = Some(a.endpoint.clone());
+        op
+    }
 }
 
 pub(super) struct Client {
@@ -221,42 +345,11 @@ impl Client {
         }
         match req.send().await {
             Ok(resp) => {
-                let status = resp.status();
+                let status = resp.status().as_u16();
                 let body: Value = resp.json().await.unwrap_or(Value::Null);
-                // Only error answers carry a code; a problem without one has none here.
-                let code = (!status.is_success())
-                    .then(|| Problem::deserialize(&body).ok())
-                    .flatten()
-                    .map(|p| p.code)
-                    .filter(|c| *c != ErrorCode::Unknown);
-                let outcome = match (status.as_u16(), code) {
-                    (200, _) => Outcome::Ok,
-                    (503, Some(ErrorCode::OutcomeUnknown)) | (500, _) => Outcome::Unknown,
-                    _ => Outcome::Fail,
-                };
-                Answer {
-                    endpoint,
-                    outcome,
-                    body,
-                    error: code
-                        .map(|c| c.as_str().to_string())
-                        .or_else(|| (!status.is_success()).then(|| status.to_string())),
-                }
+                Answer::new(endpoint, status, body)
             }
-            Err(e) => Answer {
-                endpoint,
-                outcome: if e.is_connect() {
-                    Outcome::Fail
-                } else {
-                    Outcome::Unknown
-                },
-                body: Value::Null,
-                error: Some(if e.is_timeout() {
-                    "timeout".into()
-                } else {
-                    "transport".into()
-                }),
-            },
+            Err(e) => Answer::lost(endpoint, &e),
         }
     }
 
@@ -268,53 +361,8 @@ impl Client {
         invoke_ms: u64,
         a: &Answer,
     ) -> Op {
-        let ok = a.outcome == Outcome::Ok;
-        let grant = ok && matches!(kind, OpKind::Acquire | OpKind::Renew);
-        let mut op = Op::new(
-            kind,
-            key,
-            &self.name,
-            token,
-            invoke_ms,
-            self.rec.now_ms(),
-            a.outcome,
-        );
+        let mut op = a.op(kind, key, &self.name, token, (invoke_ms, self.rec.now_ms()));
         op.process.clone_from(&self.process);
-        if grant {
-            if let Ok(lease) = Lease::deserialize(&a.body) {
-                op.token = token.or(Some(lease.token));
-                op.acquired_at_ms = time_ms(&lease.acquired_at);
-                op.expires_at_ms = time_ms(&lease.expires_at);
-                op.ttl_ms = Some(lease.ttl_ms);
-            }
-        }
-        if let Ok(r) = Released::deserialize(&a.body) {
-            op.released = Some(r.released);
-            op.at_ms = time_ms(&r.timestamp);
-            op.reason = r.reason.map(|n| n.as_str().to_string());
-        }
-        if !ok {
-            op.available_at_ms = Problem::deserialize(&a.body)
-                .ok()
-                .and_then(|p| p.available_at)
-                .and_then(|t| time_ms(&t));
-        }
-        op.holder = match kind {
-            OpKind::Read if ok => LockInfo::deserialize(&a.body)
-                .ok()
-                .and_then(|l| holder(&l.owner, l.token, &l.expires_at)),
-            OpKind::Acquire if !ok => Problem::deserialize(&a.body)
-                .ok()
-                .and_then(|p| p.holder)
-                .and_then(|h| holder(&h.owner, h.token, &h.expires_at)),
-            _ => None,
-        };
-        op.error = a.error.clone();
-        // Why a node said no (e.g. a NO_LEADER's quorum account): for reading a report.
-        if !ok {
-            op.detail = Problem::deserialize(&a.body).ok().map(|p| p.detail);
-        }
-        op.endpoint = Some(a.endpoint.clone());
         op
     }
 
@@ -379,10 +427,7 @@ impl Client {
                 None::<&()>,
             )
             .await;
-        let mut op = self.op(OpKind::Read, key, None, t, &a);
-        if a.error.as_deref() == Some(ErrorCode::LockNotFound.as_str()) {
-            op.outcome = Outcome::Ok;
-        }
+        let op = self.op(OpKind::Read, key, None, t, &a);
         self.rec.push(op);
     }
 }
@@ -446,6 +491,9 @@ impl ResourceLink {
                 let req = WriteRequest {
                     key: key.to_string(),
                     token,
+                    owner: None,
+                    invoke_ms: None,
+                    client: None,
                 };
                 let resp = http
                     .post(format!("http://{addr}/write"))
@@ -614,6 +662,7 @@ pub async fn run(settings: Settings) -> Result<usize, String> {
         rec: rec.clone(),
     };
     let events = followers::Log::default();
+    let exits = holders::Exits::default();
     let mut tasks = Vec::new();
     match settings.role {
         Role::Main => {
@@ -626,7 +675,7 @@ pub async fn run(settings: Settings) -> Result<usize, String> {
                         settings.resource_addr
                     )
                 })?;
-            let app = resource::router(resource.clone());
+            let app = resource::router(resource.clone(), rec.clone());
             tokio::spawn(async move { axum::serve(listener, app).await });
             for i in 0..settings.mixers {
                 tasks.push(tokio::spawn(mixer(
@@ -664,6 +713,41 @@ pub async fn run(settings: Settings) -> Result<usize, String> {
                     until,
                 )));
             }
+            if settings.guard_holders + settings.command_holders > 0 {
+                // The relay records the client's requests; no whole-request timeout (it
+                // sets its own per attempt).
+                let upstream = cluster_client(&settings)?
+                    .connect_timeout(Duration::from_millis(300))
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let relay = relay::start(upstream, &settings.endpoints, rec.clone()).await?;
+                let lib = holders::client(&relay)?;
+                for i in 0..settings.guard_holders {
+                    tasks.push(tokio::spawn(holders::guard_holder(
+                        lib.clone(),
+                        format!("guard-{i}"),
+                        StdRng::seed_from_u64(seeds.gen()),
+                        resource.clone(),
+                        rec.clone(),
+                        until,
+                    )));
+                }
+                let cmd = holders::Command {
+                    exe: std::env::current_exe().map_err(|e| e.to_string())?,
+                    relay,
+                    resource: settings.resource_addr.clone(),
+                    epoch_ms: rec.epoch_ms(),
+                };
+                for i in 0..settings.command_holders {
+                    tasks.push(tokio::spawn(holders::command_holder(
+                        cmd.clone(),
+                        format!("cmd-{i}"),
+                        StdRng::seed_from_u64(seeds.gen()),
+                        exits.clone(),
+                        until,
+                    )));
+                }
+            }
             if settings.follow_events {
                 // A stream lives as long as the run: no whole-request timeout.
                 let streams = cluster_client(&settings)?
@@ -695,6 +779,10 @@ pub async fn run(settings: Settings) -> Result<usize, String> {
     }
     for t in tasks {
         t.await.map_err(|e| e.to_string())?;
+    }
+    let exits = std::mem::take(&mut *exits.lock_unpoisoned());
+    if !exits.is_empty() {
+        println!("baton lock sessions by exit code: {exits:?}");
     }
     let ops = std::mem::take(&mut *rec.ops.lock_unpoisoned());
     std::fs::create_dir_all(&settings.out).map_err(|e| e.to_string())?;

@@ -13,7 +13,9 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use crate::chaos::{check, events, history, leases, linearize, queue, report, workload};
+use crate::chaos::{
+    check, deadlines, events, history, holders, leases, linearize, queue, report, workload,
+};
 
 /// Arguments of `baton chaos`.
 #[derive(Debug, Args)]
@@ -58,6 +60,19 @@ pub enum ChaosCommand {
         #[arg(long)]
         ca_file: Option<PathBuf>,
     },
+    /// The child `baton lock` runs in the workload: write BATON_TOKEN on BATON_KEY to the
+    /// fenced resource every 100 ms, with BATON_OWNER and the send time on the run's clock.
+    Append {
+        /// The fenced resource's HTTP address.
+        #[arg(long)]
+        resource: String,
+        /// Wall-clock ms since the Unix epoch that is time 0 of the run's history.
+        #[arg(long)]
+        epoch_ms: u64,
+        /// How long to keep writing, in ms.
+        #[arg(long)]
+        for_ms: u64,
+    },
     /// Check DIR/history.jsonl and write DIR/results.json.
     Check {
         /// The run's output directory.
@@ -69,6 +84,29 @@ pub enum ChaosCommand {
 pub fn run(args: ChaosArgs) -> ExitCode {
     match args.command {
         ChaosCommand::Check { dir } => check_dir(&dir),
+        ChaosCommand::Append {
+            resource,
+            epoch_ms,
+            for_ms,
+        } => {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match rt.block_on(holders::append(&resource, epoch_ms, for_ms)) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         ChaosCommand::Workload {
             endpoints,
             duration,
@@ -94,6 +132,8 @@ pub fn run(args: ChaosArgs) -> ExitCode {
                 fenced_keys: 2,
                 waiters: 4,
                 follow_events: true,
+                guard_holders: 2,
+                command_holders: 2,
                 negative_control,
                 out,
                 api_key,
@@ -151,7 +191,8 @@ fn check_dir(dir: &std::path::Path) -> ExitCode {
     let linear = linearize::check_linearizable(&ops);
     let streams = events::check_events(&received, &ops);
     let queued = queue::check_queue(&streams.reference, &ops);
-    let checks: [(&str, Vec<check::Violation>); 11] = [
+    let deadlines = deadlines::check_safe_deadlines(&ops);
+    let checks: [(&str, Vec<check::Violation>); 12] = [
         ("token order", check::check_token_order(&ops)),
         (
             "lease overlap (cluster time)",
@@ -163,6 +204,10 @@ fn check_dir(dir: &std::path::Path) -> ExitCode {
         ),
         ("abandoned locks freed", abandoned.violations.clone()),
         ("fenced resource", check::check_resource(&ops)),
+        (
+            "client holders stop at the safe deadline",
+            deadlines.violations.clone(),
+        ),
         ("lock-delay respected", check::check_lock_delay(&ops)),
         ("queue order, deadlines, orphans", queued.violations.clone()),
         (
@@ -183,6 +228,9 @@ fn check_dir(dir: &std::path::Path) -> ExitCode {
         let kind = match (op.kind, op.wait_ms.is_some(), op.lock_delay_ms.is_some()) {
             (history::OpKind::Acquire, true, _) => "waiting_acquire".to_string(),
             (history::OpKind::Acquire, _, true) => "delayed_acquire".to_string(),
+            (history::OpKind::ResourceWrite, ..) if op.client.is_some() => {
+                format!("resource_write_{}", op.client.map_or("", |c| c.as_str()))
+            }
             (kind, ..) => format!("{kind:?}").to_lowercase(),
         };
         *by_kind.entry(kind).or_default() += 1;
@@ -208,6 +256,12 @@ fn check_dir(dir: &std::path::Path) -> ExitCode {
             "followers": streams.followers,
             "reconnects": streams.reconnects,
             "resets": streams.resets,
+        },
+        "client_holders": {
+            "sessions": &deadlines.sessions,
+            "writes": &deadlines.writes,
+            "refused_writes": deadlines.refused,
+            "min_slack_before_deadline_ms": deadlines.min_slack_ms,
         },
         "faults": run.faults,
         "minority_side_writes": run.minority_side_writes,
@@ -255,6 +309,10 @@ fn check_dir(dir: &std::path::Path) -> ExitCode {
     println!(
         "events: {} followers, {} reconnects, {} resets, received {:?}",
         streams.followers, streams.reconnects, streams.resets, streams.received
+    );
+    println!(
+        "client holders: sessions {:?}, writes {:?} ({} refused by the resource); closest write to its safe deadline (ms before) {:?}",
+        deadlines.sessions, deadlines.writes, deadlines.refused, deadlines.min_slack_ms
     );
     println!("minority-side writes: {}", run.minority_side_writes);
     if let Some((p50, max)) = failover {
