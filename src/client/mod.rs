@@ -557,6 +557,11 @@ impl Client {
     }
 }
 /// Takes `key` (waiting up to `wait` in its queue) and returns a guard that renews it.
+///
+/// A call that retried through a failover can be answered after the grant's safe
+/// deadline, which counts from the first send: nobody may act on such a grant, so it is
+/// renewed first (and refused as [`ClientError::Lost`] if the renewal comes back just as
+/// late). `baton lock` used to start its command on it and stop it at the next tick.
 pub async fn lock(
     client: &Arc<Client>,
     key: &str,
@@ -564,7 +569,16 @@ pub async fn lock(
     ttl: Duration,
     wait: Duration,
 ) -> Result<LockGuard, ClientError> {
-    let granted = client.acquire(key, owner, ttl, wait).await?;
+    let mut granted = client.acquire(key, owner, ttl, wait).await?;
+    if Instant::now() >= granted.safe_until() {
+        granted = client.renew(key, granted.lease.token, None).await?;
+        if Instant::now() >= granted.safe_until() {
+            return Err(ClientError::Lost(format!(
+                "{key}: the grant (token {}) and its renewal were answered after their safe deadline",
+                granted.lease.token
+            )));
+        }
+    }
     Ok(LockGuard::keep(client.clone(), owner, granted))
 }
 
@@ -763,6 +777,51 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.code(), Some(ErrorCode::InvalidKey), "{err}");
         assert!(err.to_string().contains("key"), "{err}");
+    }
+
+    /// A grant answered 900 ms after its send, with a 1 s lease (safe for 800 ms).
+    #[cfg(feature = "server")]
+    #[tokio::test]
+    async fn a_grant_answered_after_its_safe_deadline_is_renewed_before_anyone_holds_it() {
+        use axum::routing::post;
+        let lease = || {
+            axum::Json(Lease {
+                key: "k".into(),
+                owner: "o".into(),
+                token: 5,
+                acquired_at: "2026-12-01T00:00:00.000Z".into(),
+                expires_at: "2026-12-01T00:00:01.000Z".into(),
+                ttl_ms: 1_000,
+            })
+        };
+        let renewals = Arc::new(AtomicUsize::new(0));
+        let seen = renewals.clone();
+        let app = axum::Router::new()
+            .route(
+                "/v1/locks/k/acquire",
+                post(move || async move {
+                    tokio::time::sleep(Duration::from_millis(900)).await;
+                    lease()
+                }),
+            )
+            .route(
+                "/v1/locks/k/renew",
+                post(move || async move {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    lease()
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = Arc::new(Client::new(&[addr]).unwrap());
+        let guard = lock(&client, "k", "o", Duration::from_secs(1), Duration::ZERO)
+            .await
+            .unwrap();
+        // Before the fix: no renewal, and a guard whose safe deadline had passed.
+        assert!(renewals.load(Ordering::SeqCst) >= 1);
+        assert!(guard.safe_until() > Instant::now());
+        assert_eq!(guard.lost_reason(), None);
     }
 
     #[tokio::test(start_paused = true)]
