@@ -205,6 +205,10 @@ pub struct RaftConfig {
     /// file takes this id, and a node refuses a data dir of another. Unset: a random id
     /// is made at initialisation and learnt by every node from its peers.
     pub cluster_id: Option<ClusterId>,
+    /// How long `POST /v1/cluster/nodes` waits for the new node to catch up with the
+    /// leader's log before it would make it a voter; then 409 `NOT_CAUGHT_UP` (the node
+    /// stays a learner and the same add resumes).
+    pub catch_up_timeout_ms: u64,
 }
 
 impl Default for RaftConfig {
@@ -225,6 +229,7 @@ impl Default for RaftConfig {
             max_message_bytes: 64 << 20,
             max_snapshot_bytes: 1 << 30,
             cluster_id: None,
+            catch_up_timeout_ms: 60_000,
         }
     }
 }
@@ -440,6 +445,9 @@ impl Config {
         }
         if r.sweep_interval_ms == 0 {
             return bad("raft.sweep_interval_ms must be positive".into());
+        }
+        if r.catch_up_timeout_ms == 0 {
+            return bad("raft.catch_up_timeout_ms must be positive".into());
         }
         if self.auth.enabled && self.auth.keys_file.is_none() {
             return bad("auth.keys_file must be set when auth.enabled is true".into());

@@ -85,6 +85,8 @@ fn config(dir: &std::path::Path, nodes: u64) -> Config {
             election_timeout_min_ms: 200,
             election_timeout_max_ms: 400,
             sweep_interval_ms: 50,
+            // A node added at an address where nothing answers is NOT_CAUGHT_UP soon.
+            catch_up_timeout_ms: 1_500,
             ..RaftConfig::default()
         },
         lease: LeaseConfig {
@@ -1183,6 +1185,8 @@ async fn with_auth_every_bad_key_or_missing_permission_gets_its_code_and_changes
         (Method::GET, "/v1/locks".into(), Some("Bearer ka"), String::new(), 403, "FORBIDDEN"),
         (Method::DELETE, "/v1/locks/a:held".into(), Some("Bearer ka"), String::new(), 403, "FORBIDDEN"),
         (Method::POST, "/v1/cluster/snapshot".into(), Some("Bearer ka"), String::new(), 403, "FORBIDDEN"),
+        (Method::POST, "/v1/cluster/nodes".into(), Some("Bearer ka"), r#"{"id":5,"api":"127.0.0.1:9","raft":"127.0.0.1:10"}"#.into(), 403, "FORBIDDEN"),
+        (Method::DELETE, "/v1/cluster/nodes/1".into(), Some("Bearer kr"), String::new(), 403, "FORBIDDEN"),
         (Method::POST, "/v1/locks/a:held/renew".into(), Some("Bearer kb"), format!(r#"{{"token":{token}}}"#), 403, "NOT_OWNER"),
         (Method::POST, "/v1/locks/a:held/release".into(), Some("Bearer kb"), format!(r#"{{"token":{token}}}"#), 403, "NOT_OWNER"),
         (Method::POST, "/v1/locks/a:held/release".into(), Some("Bearer kb"), r#"{"owner":"w"}"#.into(), 403, "NOT_OWNER"),
@@ -1227,5 +1231,133 @@ async fn with_auth_every_bad_key_or_missing_permission_gets_its_code_and_changes
             (&json!(released), &reason)
         );
     }
+    api.shutdown().await;
+}
+
+/// Every refusal of a membership change has its code, and a refused change leaves the
+/// membership as it was: an unknown node, the last voter, an id or address already taken,
+/// a bad body, a node that never catches up (it stays a learner), and a second change
+/// while one runs.
+#[tokio::test]
+async fn membership_changes_that_would_be_unsafe_are_refused_with_their_codes() {
+    let api = TestApi::start().await;
+    let me = api.node.config().node(1).expect("node 1").clone();
+    let members = || async {
+        let view = api.get("/v1/cluster").await;
+        assert_eq!(view.status, StatusCode::OK, "{}", view.body);
+        let ids = |voter: bool| -> Vec<u64> {
+            view.body["members"]
+                .as_array()
+                .expect("members")
+                .iter()
+                .filter(|m| m["voter"] == voter)
+                .map(|m| m["id"].as_u64().expect("id"))
+                .collect()
+        };
+        (ids(true), ids(false))
+    };
+    let [a, b, c, d] = <[String; 4]>::try_from(unused_addrs(4)).expect("four addresses");
+    let add =
+        |id: u64, api_addr: &str, raft: &str| json!({"id": id, "api": api_addr, "raft": raft});
+    #[rustfmt::skip]
+    let rows: Vec<(Method, String, Value, u16, &str)> = vec![
+        (Method::DELETE, "/v1/cluster/nodes/9".into(), Value::Null, 404, "NODE_NOT_FOUND"),
+        (Method::DELETE, "/v1/cluster/nodes/x".into(), Value::Null, 400, "INVALID_REQUEST"),
+        (Method::DELETE, "/v1/cluster/nodes/1".into(), Value::Null, 409, "MEMBERSHIP_UNSAFE"),
+        (Method::POST, "/v1/cluster/nodes".into(), add(1, &a, &b), 409, "NODE_CONFLICT"),
+        (Method::POST, "/v1/cluster/nodes".into(), add(2, &me.api, &b), 409, "NODE_CONFLICT"),
+        (Method::POST, "/v1/cluster/nodes".into(), add(2, &a, &me.raft), 409, "NODE_CONFLICT"),
+        (Method::POST, "/v1/cluster/nodes".into(), add(0, &a, &b), 400, "INVALID_REQUEST"),
+        (Method::POST, "/v1/cluster/nodes".into(), add(2, "localhost", &b), 400, "INVALID_REQUEST"),
+        (Method::POST, "/v1/cluster/nodes".into(), add(2, "0.0.0.0:7004", &b), 400, "INVALID_REQUEST"),
+        (Method::POST, "/v1/cluster/nodes".into(), add(2, &a, &a), 400, "INVALID_REQUEST"),
+        (Method::POST, "/v1/cluster/nodes".into(), json!({"id": 2, "api": a, "raft": b, "x": 1}), 400, "INVALID_REQUEST"),
+    ];
+    for (method, path, body, status, code) in rows {
+        let answer = if body.is_null() {
+            api.send(method.clone(), &path, None, "").await
+        } else {
+            api.send(method.clone(), &path, JSON, body.to_string())
+                .await
+        };
+        let what = format!("{method} {path} {body}");
+        assert_problem(
+            &what,
+            &answer,
+            StatusCode::from_u16(status).expect("status"),
+            code,
+        );
+        assert_eq!(
+            members().await,
+            (vec![1], vec![]),
+            "{what} changed the membership"
+        );
+    }
+    // A node where nothing answers never catches up: NOT_CAUGHT_UP, and while its add
+    // waits, any other change is MEMBERSHIP_CHANGE_IN_PROGRESS (its progress shows).
+    let waiting = api.post("/v1/cluster/nodes", add(5, &a, &b));
+    let meanwhile = async {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let view = api.get("/v1/cluster").await;
+            let change = &view.body["membership_change"];
+            // The target shows once the learner's entry is appended.
+            if change["phase"] == "catching_up" && change["target_index"].is_u64() {
+                assert_eq!(change["action"], "add", "{change}");
+                assert_eq!(change["node_id"], 5, "{change}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no change under way: {}",
+                view.body
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let second = api.post("/v1/cluster/nodes", add(6, &c, &d)).await;
+        assert_problem(
+            "a second add",
+            &second,
+            StatusCode::CONFLICT,
+            "MEMBERSHIP_CHANGE_IN_PROGRESS",
+        );
+        let remove = api
+            .send(Method::DELETE, "/v1/cluster/nodes/5", None, "")
+            .await;
+        assert_problem(
+            "a remove meanwhile",
+            &remove,
+            StatusCode::CONFLICT,
+            "MEMBERSHIP_CHANGE_IN_PROGRESS",
+        );
+    };
+    let (first, ()) = tokio::join!(waiting, meanwhile);
+    assert_problem(
+        "an add that never catches up",
+        &first,
+        StatusCode::CONFLICT,
+        "NOT_CAUGHT_UP",
+    );
+    assert_eq!(
+        members().await,
+        (vec![1], vec![5]),
+        "the node stays a learner"
+    );
+    assert!(api
+        .get("/v1/cluster")
+        .await
+        .body
+        .get("membership_change")
+        .is_none());
+    // The learner is removed like a voter.
+    let removed = api
+        .send(Method::DELETE, "/v1/cluster/nodes/5", None, "")
+        .await;
+    assert_eq!(removed.status, StatusCode::OK, "{}", removed.body);
+    assert_eq!(
+        removed.body,
+        json!({"node_id": 5, "action": "removed", "changed": true, "voters": [1], "learners": []})
+    );
+    assert_eq!(members().await, (vec![1], vec![]));
     api.shutdown().await;
 }

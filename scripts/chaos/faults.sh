@@ -109,6 +109,72 @@ f_rolling_restart() {
   fault rolling_restart_end 0
 }
 
+# --- membership changes (an operator's, under load) ---
+
+# One request to the membership endpoints through a live node (a follower relays it to
+# the leader), the next one when it answers 503 (a node just removed knows no leader);
+# prints "STATUS CODE" (CODE: the problem's, or "-").
+member_call() {
+  local method=$1 path=$2 body=${3:-} id out got="000 -" args=()
+  [[ -n "$body" ]] && args=(-H 'content-type: application/json' -d "$body")
+  for id in 1 2 3; do
+    node_alive "$id" && [[ "${STOPPED[$id]}" == 0 ]] || continue
+    out=$(client "${CURL[@]}" -sS --max-time 30 -X "$method" "${args[@]}" -w '\n%{http_code}' \
+      "$NODE_SCHEME://${API[$id]}$path" 2>/dev/null) || continue
+    got="$(tail -n 1 <<<"$out") $(head -n -1 <<<"$out" | jq -r '.code // "-"' 2>/dev/null || echo -)"
+    [[ $got == 503* ]] || break
+  done
+  echo "$got"
+}
+
+# The voter ids the leader reports, space-separated (a removed node's view is stale).
+member_voters() {
+  local id
+  for id in 1 2 3; do
+    node_alive "$id" && [[ "${STOPPED[$id]}" == 0 ]] || continue
+    client "${CURL[@]}" -fsS --max-time 2 "$NODE_SCHEME://${API[$id]}/v1/cluster" 2>/dev/null \
+      | jq -r 'select(.state == "leader") | [.members[] | select(.voter) | .id] | join(" ")' 2>/dev/null \
+      | grep . && return 0
+  done
+}
+
+# Adds node N (back) until it votes, for at most 40 s; other lasting faults keep ending
+# on their timers meanwhile. Refusals are expected under faults (no leader, a change
+# under way, a node that cannot catch up while cut off): retried.
+member_add() {
+  local n=$1 deadline=$((SECONDS + 40)) got
+  fault member_add "$n"
+  while (( SECONDS < deadline )); do
+    got=$(member_call POST /v1/cluster/nodes "{\"id\":$n,\"api\":\"${API[$n]}\",\"raft\":\"${RAFT_ADDR[$n]}\"}")
+    [[ $got == 200* ]] && return 0
+    end_lasting
+    sleep 0.5
+  done
+  note "n$n not added back within 40 s: $got"
+}
+
+# Removes node N (the leader or a follower), then adds it back with its data intact — the
+# same log under the same id, so not an id reuse (openraft's rule is about empty logs).
+# A refusal of the removal (MEMBERSHIP_UNSAFE while another node is down, a change under
+# way) is part of the test: the add then changes nothing.
+f_membership() {
+  local n=$1 got
+  fault member_remove "$n"
+  got=$(member_call DELETE "/v1/cluster/nodes/$n")
+  note "remove n$n: $got"
+  sleep "0.$((RANDOM % 9 + 1))"
+  member_add "$n"
+}
+
+# Before the final checks: every node is a voter again (each add retried for 40 s).
+members_restore() {
+  local id voters
+  for id in 1 2 3; do
+    voters=$(member_voters || true)
+    [[ " $voters " == *" $id "* ]] || member_add "$id"
+  done
+}
+
 # --- lasting faults: started here, undone by the matching *_end function ---
 
 # Steps node N's wall clock by +-30..300 s (libfaketime; the monotonic clock is not faked).

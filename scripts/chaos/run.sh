@@ -10,7 +10,8 @@
 #
 # Faults, always: kill -9 of the leader, a follower or all nodes (then restart); SIGSTOP
 # of the leader (zombie leader) and of the lock-holding client process past its TTL;
-# a graceful rolling restart; with libfaketime installed, a wall-clock step of +-30..300 s
+# a graceful rolling restart; a membership change (remove the leader or a follower
+# through the API, then add it back: learner, catch up, voter); with libfaketime installed, a wall-clock step of +-30..300 s
 # on one node (monotonic clock not faked). As root (and without --loopback) each node
 # also runs in its own network namespace on a bridge (scripts/chaos/netns.sh) with its
 # data dir on a small loop-mounted filesystem, adding: isolate the leader or a
@@ -73,7 +74,7 @@ cp "$RELEASE_BIN" "$OUT/baton"
 BIN="$OUT/baton"
 RANDOM=$SEED
 
-declare -A PID=() API=() STOPPED=()
+declare -A PID=() API=() RAFT_ADDR=() STOPPED=()
 WORKLOAD_PID="" PAUSABLE_PID=""
 cleanup() {
   set +e
@@ -105,10 +106,11 @@ if [[ $MODE == netns ]]; then netns_up; disks_up; fi
     else
       free_port; API[$id]="127.0.0.1:$PORT"; free_port; RAFT="127.0.0.1:$PORT"
     fi
+    RAFT_ADDR[$id]=$RAFT
     printf '[[nodes]]\nid = %s\napi = "%s"\nraft = "%s"\ndata_dir = "%s/n%s"\n\n' \
       "$id" "${API[$id]}" "$RAFT" "$OUT" "$id"
   done
-  printf '[raft]\nheartbeat_interval_ms = 50\nelection_timeout_min_ms = 200\nelection_timeout_max_ms = 400\nsweep_interval_ms = 100\nsnapshot_after_entries = 5000\nsecret = "chaos"\n\n'
+  printf '[raft]\nheartbeat_interval_ms = 50\nelection_timeout_min_ms = 200\nelection_timeout_max_ms = 400\nsweep_interval_ms = 100\nsnapshot_after_entries = 5000\ncatch_up_timeout_ms = 10000\nsecret = "chaos"\n\n'
   printf '[lease]\nmin_ttl_ms = 100\n\n[api]\nrequest_timeout_ms = 2000\nleader_wait_ms = 1000\n'
 } >"$OUT/cluster.toml"
 
@@ -159,7 +161,7 @@ PAUSABLE_PID=$!
 # their own timer, so they overlap with whatever comes next; at most one of each class
 # is active at a time.
 KINDS=(kill_leader kill_leader kill_leader kill_follower kill_follower kill_all
-  pause_leader pause_leader pause_client pause_client rolling_restart)
+  pause_leader pause_leader pause_client pause_client rolling_restart membership membership)
 [[ -n "$FAKETIME_LIB" ]] && KINDS+=(clock_step clock_step)
 [[ $MODE == netns ]] && KINDS+=(isolate_leader isolate_leader isolate_follower isolate_follower
   bridge one_way_leader packet_loss disk_full)
@@ -194,6 +196,7 @@ while (( SECONDS < end )); do
     pause_leader) f_pause_leader "$L" ;;
     pause_client) f_pause_client ;;
     rolling_restart) f_rolling_restart ;;
+    membership) if ((RANDOM % 2)); then f_membership "$L"; else f_membership "$F"; fi ;;
     clock_step)
       ((CLOCK_END)) && continue
       CLOCK_NODE=$((1 + RANDOM % 3)); f_clock_step "$CLOCK_NODE"; CLOCK_END=$((SECONDS + 3 + RANDOM % 6)) ;;
@@ -218,6 +221,7 @@ wait "$PAUSABLE_PID" || true
 PAUSABLE_PID=""
 end_lasting 1
 for id in 1 2 3; do node_alive "$id" || start_node "$id"; done
+members_restore
 wait_ready
 
 # Heal and compare: once every replica has applied the same index (and it stays put while

@@ -1,5 +1,5 @@
 //! `/v1/cluster`: this node's view of the cluster, and the admin actions on it
-//! (allow a wiped node to rejoin, take a snapshot now).
+//! (add and remove nodes, allow a wiped node to rejoin, take a snapshot now).
 
 use std::time::Duration;
 
@@ -9,11 +9,12 @@ use openraft::async_runtime::WatchReceiver;
 use serde::Serialize;
 use serde_json::json;
 
-use super::extract::PathText;
+use super::extract::{ApiJson, PathText};
 use super::problem::ApiError;
 use super::App;
-use crate::node::{ClusterStatus, PeerStatus};
-use crate::wire::rfc3339_ms;
+use crate::node::{ChangeProgress, ClusterStatus, MembershipOutcome, PeerStatus};
+use crate::raft::NodeAddr;
+use crate::wire::{rfc3339_ms, AddNodeRequest, MembershipAnswer, MembershipChangeView};
 
 /// The answer to `GET /v1/cluster`: the node's status with its peers' times in RFC 3339.
 #[derive(Debug, Serialize)]
@@ -21,6 +22,22 @@ pub struct ClusterView {
     #[serde(flatten)]
     pub status: ClusterStatus,
     pub peers: Vec<PeerView>,
+    /// On the leader, the membership change it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub membership_change: Option<MembershipChangeView>,
+}
+
+impl From<&ChangeProgress> for MembershipChangeView {
+    fn from(p: &ChangeProgress) -> MembershipChangeView {
+        MembershipChangeView {
+            action: p.action.to_string(),
+            node_id: p.node_id,
+            phase: p.phase.as_str().to_string(),
+            since: rfc3339_ms(p.since_ms),
+            matched_index: p.matched_index,
+            target_index: p.target_index,
+        }
+    }
 }
 
 /// One other member as this node sees it.
@@ -50,7 +67,83 @@ impl From<&PeerStatus> for PeerView {
 pub async fn cluster(State(app): State<App>) -> Json<ClusterView> {
     let status = app.node.status();
     let peers = status.peers.iter().map(PeerView::from).collect();
-    Json(ClusterView { status, peers })
+    let membership_change = app
+        .node
+        .membership_change()
+        .as_ref()
+        .map(MembershipChangeView::from);
+    Json(ClusterView {
+        status,
+        peers,
+        membership_change,
+    })
+}
+
+/// `POST /v1/cluster/nodes` (admin, on the leader): add a node as a learner, wait
+/// (bounded by `raft.catch_up_timeout_ms`) until it has caught up, then make it a voter
+/// (see [`crate::node::membership`]).
+pub async fn add_node(
+    State(app): State<App>,
+    ApiJson(body): ApiJson<AddNodeRequest>,
+) -> Result<Json<MembershipAnswer>, ApiError> {
+    if body.id == 0 {
+        return Err(ApiError::InvalidRequest("id must be non-zero".into()));
+    }
+    for (field, addr) in [("api", &body.api), ("raft", &body.raft)] {
+        check_advertised(field, addr)?;
+    }
+    if body.api == body.raft {
+        return Err(ApiError::InvalidRequest(format!(
+            "api and raft are both {:?}; a node needs two listeners",
+            body.api
+        )));
+    }
+    let addr = NodeAddr {
+        raft: body.raft,
+        api: body.api,
+    };
+    let outcome = app.node.add_node(body.id, addr).await?;
+    Ok(Json(answer(outcome)))
+}
+
+/// `DELETE /v1/cluster/nodes/{id}` (admin, on the leader): remove a voter or a learner
+/// (the leader too: it hands over leadership once the change is committed).
+pub async fn remove_node(
+    State(app): State<App>,
+    PathText(raw): PathText,
+) -> Result<Json<MembershipAnswer>, ApiError> {
+    let id = node_id(&raw)?;
+    let outcome = app.node.remove_node(id).await?;
+    Ok(Json(answer(outcome)))
+}
+
+fn node_id(raw: &str) -> Result<crate::NodeId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::InvalidRequest(format!("node id must be a number, got {raw:?}")))
+}
+
+/// An address others connect to: `ip:port`, not the unspecified address (as
+/// `[[nodes]]` in `cluster.toml`, see `Config::validate`).
+fn check_advertised(field: &str, addr: &str) -> Result<(), ApiError> {
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(a) if !a.ip().is_unspecified() && a.port() != 0 => Ok(()),
+        Ok(_) => Err(ApiError::InvalidRequest(format!(
+            "{field} {addr:?} is not an address others can connect to; give the node's ip:port"
+        ))),
+        Err(_) => Err(ApiError::InvalidRequest(format!(
+            "{field} {addr:?} is not an ip:port address"
+        ))),
+    }
+}
+
+fn answer(o: MembershipOutcome) -> MembershipAnswer {
+    MembershipAnswer {
+        node_id: o.node_id,
+        action: o.action.to_string(),
+        changed: o.changed,
+        voters: o.voters,
+        learners: o.learners,
+    }
 }
 
 /// `POST /v1/cluster/nodes/{id}/allow-rejoin` (admin, on the leader): node `id` may
@@ -60,10 +153,9 @@ pub async fn allow_rejoin(
     State(app): State<App>,
     PathText(raw): PathText,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id: crate::NodeId = raw
-        .parse()
-        .map_err(|_| ApiError::InvalidRequest(format!("node id must be a number, got {raw:?}")))?;
-    if app.node.config().nodes.iter().all(|n| n.id != id) {
+    let id = node_id(&raw)?;
+    // The membership, not cluster.toml: nodes added later are not in the file.
+    if app.node.status().members.iter().all(|m| m.id != id) {
         return Err(ApiError::InvalidRequest(format!(
             "node {id} is not in the cluster"
         )));

@@ -147,6 +147,11 @@ pub fn router(app: App) -> Router {
     let leader_admin = Router::new()
         .route("/v1/cluster/backup", get(backup::backup))
         .route_layer(route_layer(Need::Leader));
+    // An add waits for its learner to catch up: relayed for that long.
+    let leader_membership = Router::new()
+        .route("/v1/cluster/nodes", post(cluster::add_node))
+        .route("/v1/cluster/nodes/{id}", delete(cluster::remove_node))
+        .route_layer(route_layer(Need::LeaderForMembership));
     let leader_acquire = Router::new()
         .route("/v1/locks/{key}/acquire", post(locks::acquire))
         .route_layer(route_layer(Need::LeaderForWait));
@@ -170,6 +175,7 @@ pub fn router(app: App) -> Router {
     Router::new()
         .merge(leader_writes)
         .merge(leader_admin)
+        .merge(leader_membership)
         .merge(leader_acquire)
         .merge(leader_reads)
         .merge(any_node)

@@ -151,6 +151,9 @@ mod tests {
         holds::<wire::QuorumView>("QuorumView");
         holds::<wire::PeerView>("PeerView");
         holds::<wire::ClusterView>("ClusterView");
+        holds::<wire::MembershipChangeView>("MembershipChangeView");
+        holds::<wire::AddNodeRequest>("AddNodeRequest");
+        holds::<wire::MembershipAnswer>("MembershipAnswer");
         holds::<wire::Health>("Health");
         holds::<wire::Readiness>("Readiness");
         holds::<wire::Problem>("Problem");
@@ -187,13 +190,16 @@ mod tests {
                     "#/components/schemas/CancelRequest" => {
                         serde_json::from_value::<wire::CancelRequest>(ex).map(drop)
                     }
+                    "#/components/schemas/AddNodeRequest" => {
+                        serde_json::from_value::<wire::AddNodeRequest>(ex).map(drop)
+                    }
                     other => panic!("{method} {path}: no Rust type for {other}"),
                 };
                 ok.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
                 checked += 1;
             }
         }
-        assert_eq!(checked, 5);
+        assert_eq!(checked, 6);
     }
 
     /// The values of the schema enum at `pointer`, each deserialized into `T`, and the

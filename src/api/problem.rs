@@ -4,7 +4,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::locks::LockError;
-use crate::node::NodeError;
+use crate::node::{MembershipError, NodeError};
 use crate::wire::{rfc3339_ms, ErrorCode, Lease, Problem};
 
 /// The `error` of an `INVALID_API_KEY` answer (the Release Lock API's text).
@@ -73,6 +73,21 @@ pub enum ApiError {
     /// The caller's application lacks the permission (auth on).
     #[error("{0}")]
     Forbidden(String),
+    /// Another membership change is under way.
+    #[error("{0}")]
+    MembershipChangeInProgress(String),
+    /// The node is not a member.
+    #[error("{0}")]
+    NodeNotFound(String),
+    /// The node id or an address is taken.
+    #[error("{0}")]
+    NodeConflict(String),
+    /// The change would leave no voter or no reachable majority.
+    #[error("{0}")]
+    MembershipUnsafe(String),
+    /// The added node did not catch up in time.
+    #[error("{0}")]
+    NotCaughtUp(String),
 }
 
 impl ApiError {
@@ -117,6 +132,19 @@ impl ApiError {
                 "Invalid API key",
             ),
             Forbidden(_) => (C::Forbidden, StatusCode::FORBIDDEN, "Forbidden"),
+            MembershipChangeInProgress(_) => (
+                C::MembershipChangeInProgress,
+                StatusCode::CONFLICT,
+                "Membership change in progress",
+            ),
+            NodeNotFound(_) => (C::NodeNotFound, StatusCode::NOT_FOUND, "Node not found"),
+            NodeConflict(_) => (C::NodeConflict, StatusCode::CONFLICT, "Node conflict"),
+            MembershipUnsafe(_) => (
+                C::MembershipUnsafe,
+                StatusCode::CONFLICT,
+                "Membership change unsafe",
+            ),
+            NotCaughtUp(_) => (C::NotCaughtUp, StatusCode::CONFLICT, "Node not caught up"),
             NoLeader(_) => (C::NoLeader, StatusCode::SERVICE_UNAVAILABLE, "No leader"),
             OutcomeUnknown(_) => (
                 C::OutcomeUnknown,
@@ -172,6 +200,19 @@ impl From<NodeError> for ApiError {
             )),
             NodeError::Stopped(m) => ApiError::Internal(m),
             NodeError::Refused(m) => ApiError::InvalidRequest(m),
+        }
+    }
+}
+
+impl From<MembershipError> for ApiError {
+    fn from(e: MembershipError) -> ApiError {
+        match e {
+            MembershipError::InProgress(m) => ApiError::MembershipChangeInProgress(m),
+            MembershipError::NotFound(m) => ApiError::NodeNotFound(m),
+            MembershipError::Conflict(m) => ApiError::NodeConflict(m),
+            MembershipError::Unsafe(m) => ApiError::MembershipUnsafe(m),
+            MembershipError::NotCaughtUp(m) => ApiError::NotCaughtUp(m),
+            MembershipError::Node(e) => e.into(),
         }
     }
 }

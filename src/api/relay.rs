@@ -61,6 +61,9 @@ pub enum Need {
     /// A write sent as a `GET` (Tracker's `unlock`): served by the leader, and a relay
     /// that gets no answer says `OUTCOME_UNKNOWN` as for any write, never `NO_LEADER`.
     LeaderGetWrite,
+    /// A membership change: served by the leader; its relay lasts as long as an added
+    /// node may take to catch up (`raft.catch_up_timeout_ms`).
+    LeaderForMembership,
     /// Served by whichever node receives it: this node's own view and duties.
     AnyNode,
 }
@@ -98,7 +101,10 @@ impl Need {
     /// Whether a request to this route (with this target) must be served by the leader.
     fn requires_leader(self, uri: &Uri) -> bool {
         match self {
-            Need::Leader | Need::LeaderForWait | Need::LeaderGetWrite => true,
+            Need::Leader
+            | Need::LeaderForWait
+            | Need::LeaderGetWrite
+            | Need::LeaderForMembership => true,
             Need::AnyNode => false,
             // A query that does not parse goes to the leader, whose handler refuses it
             // as it would here.
@@ -113,6 +119,10 @@ impl Need {
 
     /// The relay's deadline; `None` is the forwarder's own.
     fn relay_timeout(self, app: &App, body: &[u8]) -> Option<Duration> {
+        if self == Need::LeaderForMembership {
+            let catch_up = Duration::from_millis(app.node.config().raft.catch_up_timeout_ms);
+            return Some(app.forwarder.timeout() + catch_up);
+        }
         if self != Need::LeaderForWait {
             return None;
         }

@@ -174,6 +174,7 @@ mod tests {
             locks_stored: 0,
             quorum: None,
             peers: vec![],
+            membership_change: None,
         }
     }
 

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod chaos;
+pub mod cluster;
 pub mod duration;
 pub mod exit;
 mod exposure;
@@ -36,6 +37,8 @@ pub enum Commands {
     Lock(lock::LockArgs),
     #[command(flatten)]
     Locks(locks::LockCommand),
+    /// Membership: `baton cluster add ID --api IP:PORT --raft IP:PORT`, `remove ID`, `status`.
+    Cluster(cluster::ClusterArgs),
     /// Follow a key's events (acquired, released, expired, queued, …) as they happen.
     Watch(watch::WatchArgs),
     /// Backups: `baton snapshot save FILE`; `baton snapshot restore FILE --node N` builds
@@ -72,6 +75,7 @@ pub fn run() -> ExitCode {
         Commands::Bench(args) => bench::run(args),
         Commands::Lock(args) => lock::run(args),
         Commands::Locks(cmd) => locks::run(cmd),
+        Commands::Cluster(args) => cluster::run(args),
         Commands::Watch(args) => watch::run(args),
         Commands::Keys(args) => keys::run(args),
         Commands::Snapshot(args) => snapshot::run(args),

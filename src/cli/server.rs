@@ -4,6 +4,11 @@
 //! stops accepting HTTP, drains in-flight requests (bounded), shuts Raft down and closes
 //! the database; exits with 70 if Raft stopped on a storage error (fail-stop), and with
 //! 78 if the data dir is of another storage format or cluster (`raft::data_dir`).
+//!
+//! `--join ENDPOINT` starts a node that waits to be added to the running cluster at
+//! ENDPOINT instead of initialising one (see [`crate::node::join`]); a node that is not
+//! in the file's `[[nodes]]` takes its addresses from `--api`, `--raft` and
+//! `--data-dir` (the file still gives `[raft]`, `[tls]`, `[auth]`, …).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,8 +19,9 @@ use clap::Args;
 
 use super::exposure;
 use crate::compat::tracker::grpc::GRPC_MAX_CONNECTIONS;
-use crate::config::Config;
-use crate::node::{Node, StartError};
+use crate::config::{Config, NodeConfig};
+use crate::node::join::JoinError;
+use crate::node::{Node, Start, StartError};
 use crate::serve::{bind_listener, fit_connection_caps, raise_open_files_limit, ServeLimits};
 use crate::server::{self, Stopped};
 use crate::telemetry::LogFormat;
@@ -41,6 +47,21 @@ pub struct ServerArgs {
     /// Override this node's data_dir.
     #[arg(long, env = "BATON_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// This node's API address (`ip:port`), for a node not in `[[nodes]]` or to override it.
+    #[arg(long, value_name = "IP:PORT")]
+    pub api: Option<String>,
+    /// This node's Raft address (`ip:port`), for a node not in `[[nodes]]` or to override it.
+    #[arg(long, value_name = "IP:PORT")]
+    pub raft: Option<String>,
+    /// Do not initialise a cluster: wait to be added (`baton cluster add`) to the running
+    /// cluster that answers at ENDPOINT (any member's API address). Ignored once this
+    /// node is a member: a restart uses the membership in its data.
+    #[arg(long, env = "BATON_JOIN", value_name = "ENDPOINT")]
+    pub join: Option<String>,
+    /// With --join: give up (exit 1) when no running cluster answers at ENDPOINT within
+    /// this long, e.g. 30s or 2m.
+    #[arg(long, default_value = "60s", value_parser = super::duration::parse_duration)]
+    pub join_timeout: std::time::Duration,
     /// Log level: error, warn, info, debug or trace (Baton's own lines), or a RUST_LOG
     /// filter such as `baton=debug,openraft=info`. Default: RUST_LOG, else
     /// `baton=info,openraft=error`.
@@ -99,14 +120,7 @@ pub fn run(args: ServerArgs) -> ExitCode {
 
 async fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
     let mut config = Config::load(&args.config, std::env::vars())?;
-    if let Some(dir) = args.data_dir {
-        let me = config
-            .nodes
-            .iter_mut()
-            .find(|n| n.id == args.node)
-            .with_context(|| format!("node {} is not in [[nodes]]", args.node))?;
-        me.data_dir = dir;
-    }
+    place_this_node(&mut config, &args)?;
     let config = Arc::new(config);
     let me = config.node(args.node)?.clone();
     let gaps = exposure::unsafe_settings(&config, &me);
@@ -137,10 +151,33 @@ async fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
-    let node = Node::start(config.clone(), args.node)
+    let start = if args.join.is_some() {
+        Start::Join
+    } else {
+        Start::FromConfig
+    };
+    let node = Node::start_with(config.clone(), args.node, start)
         .await
         .context("cannot start node")?;
     tracing::info!(api = %me.api, raft = %me.raft, data_dir = %me.data_dir.display(), "node started");
+    // A join that finds no cluster stops the node like a signal, then fails the process.
+    let join_failed: Arc<std::sync::Mutex<Option<JoinError>>> = Arc::default();
+    let join = {
+        let (node, failed) = (node.clone(), join_failed.clone());
+        let endpoint = args.join.clone();
+        let within = args.join_timeout;
+        async move {
+            let Some(endpoint) = endpoint else {
+                return std::future::pending().await;
+            };
+            match crate::node::join::await_membership(node, &endpoint, within).await {
+                Ok(()) => std::future::pending().await,
+                Err(e) => {
+                    *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                }
+            }
+        }
+    };
     let mut listeners = server::Listeners {
         api: api_listener,
         api_limits: limits.api,
@@ -154,15 +191,60 @@ async fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
         listeners = listeners.with_grpc(listener, &config, limits.grpc_cap);
     }
     let shutdown = async {
-        let signal = shutdown_signal().await;
-        tracing::info!(signal, "shutting down");
+        tokio::select! {
+            signal = shutdown_signal() => tracing::info!(signal, "shutting down"),
+            () = join => tracing::info!("shutting down: the join failed"),
+        }
     };
     let code = match server::run(node, listeners, shutdown).await? {
         Stopped::Requested => ExitCode::SUCCESS,
         Stopped::FailStop(_) => ExitCode::from(EXIT_FAIL_STOP),
     };
+    let failed = join_failed.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
     tracing::info!("stopped");
     Ok(code)
+}
+
+/// Applies `--data-dir`, `--api` and `--raft` to this node's `[[nodes]]` entry, or makes
+/// one for a node the file does not list (it must join a running cluster).
+fn place_this_node(config: &mut Config, args: &ServerArgs) -> anyhow::Result<()> {
+    match config.nodes.iter_mut().find(|n| n.id == args.node) {
+        Some(me) => {
+            if let Some(dir) = &args.data_dir {
+                me.data_dir = dir.clone();
+            }
+            if let Some(api) = &args.api {
+                me.api = api.clone();
+            }
+            if let Some(raft) = &args.raft {
+                me.raft = raft.clone();
+            }
+        }
+        None => {
+            let (Some(api), Some(raft), Some(data_dir), Some(_)) =
+                (&args.api, &args.raft, &args.data_dir, &args.join)
+            else {
+                anyhow::bail!(
+                    "node {} is not in [[nodes]] of {}: to add a node to a running cluster, start it with \
+                     --join ENDPOINT --api IP:PORT --raft IP:PORT --data-dir DIR",
+                    args.node,
+                    args.config.display()
+                );
+            };
+            config.nodes.push(NodeConfig {
+                id: args.node,
+                api: api.clone(),
+                raft: raft.clone(),
+                data_dir: data_dir.clone(),
+                grpc: None,
+            });
+        }
+    }
+    config.validate()?;
+    Ok(())
 }
 
 async fn shutdown_signal() -> &'static str {

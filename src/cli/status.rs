@@ -167,6 +167,7 @@ mod tests {
             locks_stored: 2,
             quorum: None,
             peers: vec![],
+            membership_change: None,
         }
     }
 

@@ -369,6 +369,38 @@ impl Client {
             .await
     }
 
+    /// `POST /v1/cluster/nodes` (admin): adds node `id` as a learner, and once it has
+    /// caught up with the leader's log makes it a voter. The node may take up to `wait`
+    /// to catch up (the server bounds it by `raft.catch_up_timeout_ms`). Retried like
+    /// any write: an add of a node that is already a member with the same addresses
+    /// resumes or changes nothing.
+    pub async fn add_node(
+        &self,
+        id: crate::NodeId,
+        api: &str,
+        raft: &str,
+        wait: Duration,
+    ) -> Result<wire::MembershipAnswer, ClientError> {
+        let body = encode(&wire::AddNodeRequest {
+            id,
+            api: api.to_string(),
+            raft: raft.to_string(),
+        })?;
+        self.call(Method::POST, "/v1/cluster/nodes", Some(body), wait)
+            .await
+    }
+
+    /// `DELETE /v1/cluster/nodes/{id}` (admin): removes node `id` (a voter, the leader
+    /// too, or a learner). A retry after an answer that got lost is refused as
+    /// `NODE_NOT_FOUND`: the node is gone.
+    pub async fn remove_node(
+        &self,
+        id: crate::NodeId,
+    ) -> Result<wire::MembershipAnswer, ClientError> {
+        let path = format!("/v1/cluster/nodes/{id}");
+        self.call(Method::DELETE, &path, None, Duration::ZERO).await
+    }
+
     /// `GET /v1/cluster` of one node (no retry, no other node): `baton status` asks
     /// each node for its own view.
     pub async fn node_status(&self, endpoint: &str) -> Result<ClusterView, ClientError> {

@@ -68,12 +68,34 @@ pub enum StartError {
     Tls(#[from] crate::tls::TlsError),
 }
 
+/// How a node with no data comes to be in a cluster.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Start {
+    /// The lowest-id node of `[[nodes]]` initialises the cluster when every node there
+    /// is fresh; the others wait for it (see `leader::initialize_when_all_fresh`).
+    #[default]
+    FromConfig,
+    /// Never initialise: wait to be added to a running cluster (`baton server --join`,
+    /// `POST /v1/cluster/nodes`).
+    Join,
+}
+
 impl Node {
-    /// Opens storage, starts Raft and the background tasks of node `id`.
+    /// Opens storage, starts Raft and the background tasks of node `id`; a fresh node
+    /// initialises the cluster of `[[nodes]]` (see [`Start::FromConfig`]).
     ///
     /// The node's tasks run in the caller's current tracing span; call it inside the
     /// node's span (`node{node_id}`) so every line they log names the node.
     pub async fn start(config: Arc<Config>, id: NodeId) -> Result<Node, StartError> {
+        Self::start_with(config, id, Start::FromConfig).await
+    }
+
+    /// [`Node::start`], choosing how a fresh node joins (see [`Start`]).
+    pub async fn start_with(
+        config: Arc<Config>,
+        id: NodeId,
+        start: Start,
+    ) -> Result<Node, StartError> {
         let me = config.node(id)?.clone();
         // Before RocksDB: a data dir of another format must be refused, not decoded.
         let identity = Identity::open(&me.data_dir, config.raft.cluster_id.as_ref())?;
@@ -126,6 +148,7 @@ impl Node {
                 peers,
                 quorum_check: Mutex::new(None),
                 leader_duties: Mutex::new(None),
+                membership_change: Mutex::new(None),
                 db: Mutex::new(Some(db)),
                 watch: Mutex::new(None),
                 tasks: Mutex::new(JoinSet::new()),
@@ -134,7 +157,9 @@ impl Node {
             }),
         };
         leader::watch_leadership(&node);
-        node.spawn(leader::initialize_when_all_fresh(node.clone()));
+        if start == Start::FromConfig {
+            node.spawn(leader::initialize_when_all_fresh(node.clone()));
+        }
         node.spawn(compaction::snapshot_when_due(node.clone()));
         node.spawn(super::status::watch_quorum(node.clone()));
         node.spawn(crate::metrics::count_leader_changes(node.clone()));

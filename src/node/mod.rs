@@ -20,6 +20,7 @@
 //! - [`lifecycle`]: [`Node::start`], the task set and stop signal, [`Node::shutdown`].
 //! - [`leader`]: leader duties and cluster self-initialisation; [`compaction`]: when to
 //!   snapshot; [`clock`]: cluster time; [`forward`]: the relay's transport.
+//! - [`membership`]: adding and removing nodes (on the leader).
 //!
 //! # Tasks and shutdown
 //! The node owns its background tasks (one task set, one stop signal every task ends
@@ -38,8 +39,10 @@ pub mod clock;
 pub mod compaction;
 mod events;
 pub mod forward;
+pub mod join;
 pub mod leader;
 pub mod lifecycle;
+pub mod membership;
 pub mod requests;
 pub mod status;
 
@@ -58,7 +61,8 @@ use crate::raft::state_machine::{with_table, SharedTable};
 use crate::raft::typ;
 use crate::NodeId;
 use clock::ClusterClock;
-pub use lifecycle::StartError;
+pub use lifecycle::{Start, StartError};
+pub use membership::{ChangeProgress, MembershipError, MembershipOutcome};
 pub use requests::{linearizable_read_time_ms, Consistency, NodeError};
 pub use status::{ClusterStatus, MemberStatus, PeerStatus, QuorumStatus};
 
@@ -137,6 +141,8 @@ pub(crate) struct Inner {
     /// The last quorum judgement of the write path (see `status::QUORUM_CHECK_REUSE`).
     quorum_check: Mutex<Option<status::QuorumCheck>>,
     leader_duties: Mutex<Option<leader::Duties>>,
+    /// The membership change this node runs as leader (one at a time, see [`membership`]).
+    membership_change: Mutex<Option<membership::ChangeProgress>>,
     /// The node's database; closed explicitly at shutdown (see [`Node::shutdown`]).
     db: Mutex<Option<Arc<rocksdb::DB>>>,
     watch: Mutex<Option<openraft::raft::WatchChangeHandle<crate::raft::TypeConfig>>>,

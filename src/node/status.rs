@@ -246,7 +246,7 @@ impl Node {
         (quorum, peers)
     }
 
-    fn peer_status(&self, id: NodeId) -> PeerStatus {
+    pub(crate) fn peer_status(&self, id: NodeId) -> PeerStatus {
         let view = self.inner.peers.view(id);
         if self.inner.peers.is_refused(id) {
             return PeerStatus {

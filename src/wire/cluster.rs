@@ -1,5 +1,7 @@
 //! Bodies of the cluster and health endpoints: `GET /v1/cluster` ([`ClusterView`]),
-//! `GET /readyz` ([`Readiness`]) and `GET /healthz` ([`Health`]).
+//! `GET /readyz` ([`Readiness`]), `GET /healthz` ([`Health`]), and the membership
+//! changes `POST /v1/cluster/nodes` ([`AddNodeRequest`]) and `DELETE
+//! /v1/cluster/nodes/{id}`, both answered with a [`MembershipAnswer`].
 
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +67,54 @@ pub struct ClusterView {
     /// The other members and whether this node reaches them.
     #[serde(default)]
     pub peers: Vec<PeerView>,
+    /// On the leader, while a membership change it runs is under way: what it does and
+    /// how far it got. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membership_change: Option<MembershipChangeView>,
+}
+
+/// A membership change the leader is running, as `membership_change` in [`ClusterView`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipChangeView {
+    /// `add` or `remove`.
+    pub action: String,
+    pub node_id: NodeId,
+    /// `catching_up` (a learner receiving the log), `promoting` (joint consensus to make
+    /// it a voter) or `removing`.
+    pub phase: String,
+    /// When the change started, RFC 3339 with milliseconds.
+    pub since: String,
+    /// While catching up: the log index the learner has, and the index it must reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched_index: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_index: Option<u64>,
+}
+
+/// `POST /v1/cluster/nodes`: add node `id` as a learner, wait until it has caught up,
+/// then make it a voter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddNodeRequest {
+    /// A node id never used in this cluster before (non-zero).
+    pub id: NodeId,
+    /// Its HTTP API address (`host:port`), where followers relay to it when it leads.
+    pub api: String,
+    /// Its Raft RPC address (`host:port`), where the leader replicates to it.
+    pub raft: String,
+}
+
+/// The answer to a membership change: the node, whether anything changed (an add of a
+/// node that already votes with the same addresses changes nothing), and the membership
+/// after it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipAnswer {
+    pub node_id: NodeId,
+    /// `added` or `removed`.
+    pub action: String,
+    pub changed: bool,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
 }
 
 /// One voter or learner in the membership.

@@ -53,6 +53,20 @@ pub enum ErrorCode {
     InvalidApiKey,
     /// The caller's application lacks the permission for this key or endpoint (403).
     Forbidden,
+    /// Another membership change is under way (an add waiting for its learner, or a
+    /// joint configuration not yet committed): wait for it, then retry (409).
+    MembershipChangeInProgress,
+    /// The node id is not in the membership (404).
+    NodeNotFound,
+    /// The node id is already a member with other addresses, or another member has one
+    /// of these addresses (409).
+    NodeConflict,
+    /// The change would leave no voter, or voters of which no majority is reachable
+    /// now (409).
+    MembershipUnsafe,
+    /// The added node did not catch up with the leader's log within
+    /// `raft.catch_up_timeout_ms`; it stays a learner, and the same add resumes (409).
+    NotCaughtUp,
     /// Never sent by a node: what a client makes of a code it does not know (a newer
     /// server) or of an error answer without one (a proxy in between).
     #[default]
@@ -62,7 +76,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code a node sends, in the README's order.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::InvalidKey,
         ErrorCode::InvalidRequest,
         ErrorCode::PayloadTooLarge,
@@ -81,6 +95,11 @@ impl ErrorCode {
         ErrorCode::Unauthorized,
         ErrorCode::InvalidApiKey,
         ErrorCode::Forbidden,
+        ErrorCode::MembershipChangeInProgress,
+        ErrorCode::NodeNotFound,
+        ErrorCode::NodeConflict,
+        ErrorCode::MembershipUnsafe,
+        ErrorCode::NotCaughtUp,
     ];
 
     /// The code as it appears on the wire.
@@ -104,6 +123,11 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::InvalidApiKey => "INVALID_API_KEY",
             ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::MembershipChangeInProgress => "MEMBERSHIP_CHANGE_IN_PROGRESS",
+            ErrorCode::NodeNotFound => "NODE_NOT_FOUND",
+            ErrorCode::NodeConflict => "NODE_CONFLICT",
+            ErrorCode::MembershipUnsafe => "MEMBERSHIP_UNSAFE",
+            ErrorCode::NotCaughtUp => "NOT_CAUGHT_UP",
             ErrorCode::Unknown => "UNKNOWN",
         }
     }

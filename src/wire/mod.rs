@@ -24,7 +24,8 @@ mod locks;
 mod time;
 
 pub use cluster::{
-    ClusterView, Health, MemberView, PeerView, QuorumView, Readiness, Role, BACKUP_PATH,
+    AddNodeRequest, ClusterView, Health, MemberView, MembershipAnswer, MembershipChangeView,
+    PeerView, QuorumView, Readiness, Role, BACKUP_PATH,
 };
 pub use endpoint::{
     endpoint_authority, endpoint_url, parse_endpoint, EndpointError, CLIENT_IDLE_REUSE,

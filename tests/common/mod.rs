@@ -82,6 +82,8 @@ pub struct TestNode {
     /// The gRPC address, with `Options::grpc`.
     pub grpc: Option<String>,
     pub child: Option<Child>,
+    /// Arguments after `--node N` (a joining node's `--join`, `--api`, …).
+    pub args: Vec<String>,
 }
 
 pub struct TestCluster {
@@ -177,6 +179,7 @@ impl TestCluster {
                     .grpc
                     .then(|| format!("127.0.0.1:{}", ports.next().expect("a port per address"))),
                 child: None,
+                args: Vec::new(),
             };
             toml.push_str(&format!(
                 "[[nodes]]\nid = {id}\napi = \"{}\"\nraft = \"{}\"\ndata_dir = \"{}\"\n",
@@ -288,12 +291,70 @@ impl TestCluster {
             .arg(&self.config_path)
             .args(["--node", &id.to_string()])
             .args(&self.server_args)
+            .args(&self.nodes[&id].args)
             .env("RUST_LOG", "baton=info,openraft=error")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("spawn baton server");
         self.nodes.get_mut(&id).expect("known node").child = Some(child);
+    }
+
+    /// Starts a new node `id` that is not in cluster.toml, on fresh ports and an empty
+    /// data dir, with `--join` to node `via`'s API: it waits to be added.
+    pub fn spawn_joining(&mut self, id: u64, via: u64) {
+        assert!(!self.nodes.contains_key(&id), "node {id} exists already");
+        let mut ports = free_ports(2).into_iter();
+        let api = format!("127.0.0.1:{}", ports.next().expect("a port"));
+        let raft = format!("127.0.0.1:{}", ports.next().expect("a port"));
+        let data_dir = self.dir.path().join(format!("n{id}"));
+        let join = self.url(via, "");
+        let args = vec![
+            "--join".to_string(),
+            join,
+            "--api".to_string(),
+            api.clone(),
+            "--raft".to_string(),
+            raft.clone(),
+            "--data-dir".to_string(),
+            data_dir.display().to_string(),
+        ];
+        self.nodes.insert(
+            id,
+            TestNode {
+                id,
+                api,
+                raft,
+                data_dir,
+                grpc: None,
+                child: None,
+                args,
+            },
+        );
+        self.spawn(id);
+    }
+
+    /// Kills node `id` (if running) and forgets it: for a node removed from the cluster.
+    pub fn forget(&mut self, id: u64) {
+        self.kill(id);
+        self.nodes.remove(&id);
+    }
+
+    /// Waits until node `id` exits by itself (up to `timeout`); its exit code.
+    pub fn wait_exit(&mut self, id: u64, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        let child = self.nodes.get_mut(&id)?.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.nodes.get_mut(&id)?.child = None;
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} still runs after {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// `kill -9` node `id` and reap it.
@@ -332,7 +393,9 @@ impl TestCluster {
     }
 
     pub fn is_running(&self, id: u64) -> bool {
-        self.nodes[&id].child.is_some()
+        // A node removed from the cluster (`forget`) may still be named as leader by
+        // the others for a moment.
+        self.nodes.get(&id).is_some_and(|n| n.child.is_some())
     }
 
     pub fn running_ids(&self) -> Vec<u64> {
