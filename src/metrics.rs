@@ -177,7 +177,7 @@ const EVENT_KINDS: [EventKind; 8] = [
 /// A matched route not listed here is counted as `other` (a test checks every route of
 /// the router is listed); unmatched requests (404, 405) are not timed here, their
 /// problem code is counted in `baton_http_problems_total`.
-pub const ROUTES: [&str; 24] = [
+pub const ROUTES: [&str; 26] = [
     "/v1/locks",
     "/v1/locks/{key}",
     "/v1/locks/{key}/acquire",
@@ -190,6 +190,8 @@ pub const ROUTES: [&str; 24] = [
     "/v1/cluster",
     "/v1/cluster/snapshot",
     "/v1/cluster/backup",
+    "/v1/cluster/nodes",
+    "/v1/cluster/nodes/{id}",
     "/v1/cluster/nodes/{id}/allow-rejoin",
     "/v1/openapi.json",
     "/ui",

@@ -1,9 +1,11 @@
-//! The README's quick start and curl session, run verbatim against a fresh local cluster.
+//! The README's runnable blocks (quick start, curl session, access control, TLS, Tracker,
+//! membership), run verbatim against a fresh local cluster.
 //!
 //! Every ```` ```sh ```` block of README.md that follows a line starting with
 //! `<!-- tests/readme.rs` is run, in README order, by one `bash` (`set -euo pipefail`, as
 //! if pasted into one terminal that stops at the first error), in a copy of the
-//! repository's `cluster.toml` and `scripts/` in a temp dir. The blocks use the fixed
+//! repository's `cluster.toml` and `scripts/` in a temp dir (each block starts there:
+//! some `cd` elsewhere). The blocks use the fixed
 //! ports of `cluster.toml` (7001–7003, 7101–7103, gRPC 7401–7403), so the run happens in a network
 //! namespace of its own (`unshare --net`, as root or with a user namespace), where they
 //! are free whatever runs on the machine. `BATON_BIN` hands the scripts the binary cargo
@@ -196,8 +198,13 @@ impl Nodes {
     /// the copy: a PID file may outlive its process, and the PID be reused.
     fn running(&self) -> Vec<String> {
         let mut pids = Vec::new();
-        for id in 1..=3 {
-            let file = self.repo.join(format!("target/cluster/n{id}.pid"));
+        let files = std::fs::read_dir(self.repo.join("target/cluster"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "pid"));
+        for file in files {
             let Ok(pid) = std::fs::read_to_string(file) else {
                 continue;
             };
@@ -284,6 +291,9 @@ fn readme_quick_start_and_curl_session_work_as_written() {
 
     let mut driver = String::from("exec 2>&1\nset -euo pipefail\nip link set lo up\n");
     for block in &blocks {
+        // Each block starts in the copy, as a reader runs each from the repository
+        // (some `cd` into a temp dir of their own).
+        driver.push_str(&format!("cd '{}'\n", repo.display()));
         driver.push_str(&block.text);
         driver.push_str(&format!("printf '\\n%s\\n' '{BLOCK_END}'\n"));
     }
